@@ -1,0 +1,18 @@
+import os
+from pathlib import Path
+
+import pytest
+import torch
+
+torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="session")
+def data_root() -> Path:
+    """The shared datasets (LFW, LPIPS examples); DDCS_DATA overrides, default ../shared/datasets."""
+    root = Path(os.environ.get("DDCS_DATA", REPO.parent / "shared" / "datasets"))
+    if not root.is_dir():
+        pytest.skip(f"data root {root} not found (set DDCS_DATA)")
+    return root
