@@ -16,3 +16,15 @@ def data_root() -> Path:
     if not root.is_dir():
         pytest.skip(f"data root {root} not found (set DDCS_DATA)")
     return root
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _private_cache(tmp_path_factory):
+    """Keep converted weights and embedding caches out of the user's ~/.cache during tests."""
+    old = os.environ.get("DDCS_CACHE")
+    os.environ["DDCS_CACHE"] = str(tmp_path_factory.mktemp("ddcs-cache"))
+    yield
+    if old is None:
+        os.environ.pop("DDCS_CACHE", None)
+    else:
+        os.environ["DDCS_CACHE"] = old

@@ -1,0 +1,125 @@
+"""One CLI: `python -m ddcs_core {evaluate,lpips,bench} ...`; bad input exits 2 with a clear message."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+
+from ddcs_core.errors import DDCSInputError
+
+
+def _add_evaluate(sub) -> None:
+    p = sub.add_parser("evaluate", help="DDCS and the standard MI metrics of any attack's reconstructions")
+    p.add_argument("--targets", required=True, help="private training set: folder with one subfolder per class, or .npz")
+    p.add_argument("--recon", required=True, help="reconstructions, same layout (class folder names must match)")
+    p.add_argument("--out", required=True, help="output folder for report.json, targets.csv, evaluation.npz")
+    p.add_argument("--profile", choices=["paper", "fast"], default="fast",
+                   help="paper: LPIPS-VGG at 256x256; fast: LPIPS-alex at native size (default)")
+    p.add_argument("--net", choices=["alex", "vgg"], help="override the profile's LPIPS backbone")
+    p.add_argument("--size", type=int, help="resize every image to SIZE x SIZE (bilinear) before evaluation")
+    p.add_argument("--class-agnostic", action="store_true", help="assign reconstructions over all targets, not only their class")
+    p.add_argument("--skip-unknown-classes", action="store_true", help="drop reconstructions of classes absent from the targets")
+    p.add_argument("--eval-model", help="evaluation classifier checkpoint: attack accuracy and KNN distance")
+    p.add_argument("--features", default="auto", choices=["auto", "lpips", "inception", "eval-model"],
+                   help="features for FID/PRDC (auto: Inception-v3 if its weights are on disk, else the LPIPS backbone)")
+    p.add_argument("--inception-weights", help="torchvision inception_v3_google-0cc3c7bd.pth, if you have it")
+    p.add_argument("--prdc-mode", choices=["naeem", "ppa"], default="naeem", help="naeem: the prdc package; ppa: Plug-and-Play Attacks' variant")
+    p.add_argument("--k", type=int, default=3, dest="nearest_k", help="k of precision/recall/density/coverage")
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1 ...")
+    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--memory-cap-gb", type=float, default=2.0, help="memory for embedding blocks")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+
+
+def _run_evaluate(args) -> int:
+    from ddcs_core.evaluate import EvalConfig, evaluate
+
+    fields = EvalConfig.__dataclass_fields__
+    config = EvalConfig(**{k: v for k, v in vars(args).items() if k in fields})
+    ev = evaluate(args.targets, args.recon, args.out, config, progress=not args.quiet)
+    r = ev.report
+    print(json.dumps({k: r[k] for k in ("ddcs", "ddcs_avg", "matched", "matched_fraction", "exact_copies")}
+                     | {"coverage": r["prdc"]["coverage"], "fid": r["fid"]["value"], "out": str(args.out)}, indent=2))
+    for note in r["notes"]:
+        print(f"note: {note}", file=sys.stderr)
+    return 0
+
+
+def _add_lpips(sub) -> None:
+    p = sub.add_parser("lpips", help="LPIPS distance between two images")
+    p.add_argument("img0")
+    p.add_argument("img1")
+    p.add_argument("--net", choices=["alex", "vgg"], default="alex")
+    p.add_argument("--size", type=int, help="resize both images to SIZE x SIZE first")
+    p.add_argument("--device", default="auto")
+
+
+def _run_lpips(args) -> int:
+    import numpy as np
+
+    from ddcs_core.data.images import read_images
+    from ddcs_core.perceptual import PerceptualDistance
+
+    imgs = [read_images([p], size=args.size, progress=False) for p in (args.img0, args.img1)]
+    if imgs[0].shape != imgs[1].shape:
+        raise DDCSInputError(f"{args.img0} is {imgs[0].shape[1]}x{imgs[0].shape[2]} but {args.img1} is "
+                             f"{imgs[1].shape[1]}x{imgs[1].shape[2]}; pass --size")
+    d = PerceptualDistance(args.net, device=args.device).pairwise(imgs[0], imgs[1])
+    print(f"{float(np.asarray(d)[0, 0]):.6f}")
+    return 0
+
+
+def _add_bench(sub) -> None:
+    p = sub.add_parser("bench", help="benchmarks (print JSON)")
+    bsub = p.add_subparsers(dest="what", required=True)
+    b = bsub.add_parser("lpips", help="naive vs cached vs ours, all-pairs LPIPS")
+    b.add_argument("--n", type=int, default=200, help="reconstructions")
+    b.add_argument("--m", type=int, default=200, help="targets")
+    b.add_argument("--size", type=int, default=64)
+    b.add_argument("--net", choices=["alex", "vgg"], default="alex")
+    b.add_argument("--naive-pairs", type=int, default=2000, help="pairs timed for the naive baseline (extrapolated)")
+    e = bsub.add_parser("evaluate", help="evaluate end to end on synthetic class-structured data")
+    e.add_argument("--targets", type=int, default=3000)
+    e.add_argument("--recon", type=int, default=5000)
+    e.add_argument("--classes", type=int, default=62)
+    e.add_argument("--size", type=int, default=64)
+
+
+def _run_bench(args) -> int:
+    from ddcs_core import bench
+
+    out = bench.lpips_bench(args.n, args.m, args.size, args.net, args.naive_pairs) if args.what == "lpips" \
+        else bench.evaluate_bench(args.targets, args.recon, args.classes, args.size)
+    print(json.dumps(out, indent=2))
+    return 0
+
+
+COMMANDS = {"evaluate": (_add_evaluate, _run_evaluate), "lpips": (_add_lpips, _run_lpips), "bench": (_add_bench, _run_bench)}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m ddcs_core", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+    for add, _ in COMMANDS.values():
+        add(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s: %(message)s")
+    try:
+        return COMMANDS[args.command][1](args)
+    except DDCSInputError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted: nothing half-written was left behind", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

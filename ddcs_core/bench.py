@@ -1,0 +1,129 @@
+"""Benchmarks that time the alternatives side by side in one run and print ratios (not tests)."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ddcs_core.data.transforms import to_tensor
+from ddcs_core.perceptual import PerceptualDistance
+
+
+def _reference_lpips(net: str, ours: PerceptualDistance):
+    """The lpips package's own model, carrying the same offline backbone weights as ours."""
+    import lpips
+
+    ref = lpips.LPIPS(net=net, pnet_rand=True, verbose=False).eval()
+    ref_convs = [m for m in ref.net.modules() if isinstance(m, torch.nn.Conv2d)]
+    our_convs = [m for m in ours.model.modules() if isinstance(m, torch.nn.Conv2d)]
+    for a, b in zip(ref_convs, our_convs):
+        a.weight.data.copy_(b.weight)
+        a.bias.data.copy_(b.bias)
+    return ref.to(ours.device)
+
+
+@torch.no_grad()
+def _naive(ref, rec: torch.Tensor, tar: torch.Tensor, pairs: np.ndarray, batch: int = 256) -> np.ndarray:
+    """(a) the package's forward on every (reconstruction, target) pair."""
+    out = []
+    for i in range(0, len(pairs), batch):
+        p = pairs[i:i + batch]
+        out.append(ref(rec[p[:, 0]], tar[p[:, 1]]).flatten().cpu().numpy())
+    return np.concatenate(out)
+
+
+@torch.no_grad()
+def _cached(ref, rec: torch.Tensor, tar: torch.Tensor, batch: int = 64) -> np.ndarray:
+    """(b) the reference implementation's way: cache target activations, one forward per reconstruction,
+    elementwise distance to every target."""
+    import lpips
+
+    def feats(x):
+        return [lpips.normalize_tensor(f) for f in ref.net(ref.scaling_layer(x))]
+
+    tf = [torch.cat(parts) for parts in zip(*(feats(tar[i:i + batch]) for i in range(0, len(tar), batch)))]
+    out = np.empty((len(rec), len(tar)), np.float32)
+    for r in range(len(rec)):
+        rf = feats(rec[r:r + 1])
+        d = sum(ref.lins[l]((rf[l] - tf[l]) ** 2).mean(dim=(1, 2, 3)) for l in range(len(tf)))
+        out[r] = d.cpu().numpy()
+    return out
+
+
+def lpips_bench(n: int = 200, m: int = 200, size: int = 64, net: str = "alex", naive_pairs: int | None = None,
+                seed: int = 0) -> dict:
+    """Time naive / cached / ours on n reconstructions x m targets; errors against the naive values."""
+    rng = np.random.default_rng(seed)
+    rec_u8 = rng.integers(0, 256, (n, size, size, 3), dtype=np.uint8)
+    tar_u8 = rng.integers(0, 256, (m, size, size, 3), dtype=np.uint8)
+    ours = PerceptualDistance(net, cache=False)
+    ref = _reference_lpips(net, ours)
+    rec, tar = to_tensor(rec_u8).to(ours.device), to_tensor(tar_u8).to(ours.device)
+    all_pairs = np.stack(np.meshgrid(np.arange(n), np.arange(m), indexing="ij"), -1).reshape(-1, 2)
+    k = len(all_pairs) if not naive_pairs else min(naive_pairs, len(all_pairs))
+    pairs = all_pairs[rng.permutation(len(all_pairs))[:k]]
+
+    t = time.perf_counter()
+    naive = _naive(ref, rec, tar, pairs)
+    t_naive = (time.perf_counter() - t) * len(all_pairs) / k
+    t = time.perf_counter()
+    cached = _cached(ref, rec, tar)
+    t_cached = time.perf_counter() - t
+    t = time.perf_counter()
+    mine = ours.pairwise(rec_u8, tar_u8)
+    t_ours = time.perf_counter() - t
+    return {
+        "net": net, "size": size, "reconstructions": n, "targets": m, "device": str(ours.device),
+        "threads": torch.get_num_threads(),
+        "naive_pairs_timed": int(k), "naive_extrapolated": k < len(all_pairs),
+        "seconds": {"naive": round(t_naive, 3), "cached": round(t_cached, 3), "ours": round(t_ours, 3)},
+        "speedup_vs_naive": round(t_naive / t_ours, 1),
+        "speedup_vs_cached": round(t_cached / t_ours, 2),
+        "max_abs_error_vs_naive": float(np.abs(mine[pairs[:, 0], pairs[:, 1]] - naive).max()),
+        "max_abs_error_cached_vs_naive": float(np.abs(cached[pairs[:, 0], pairs[:, 1]] - naive).max()),
+    }
+
+
+def evaluate_bench(n_targets: int = 3000, n_recon: int = 5000, n_classes: int = 62, size: int = 64,
+                   seed: int = 0) -> dict:
+    """`evaluate` end to end (npz in, report out; fast profile) on synthetic class-structured images,
+    with a cold and then a warm target-embedding cache."""
+    from ddcs_core.evaluate import EvalConfig, evaluate
+
+    rng = np.random.default_rng(seed)
+    base = rng.integers(0, 256, (n_classes, 8, 8, 3)).astype(np.float32)
+
+    def make(n):
+        labels = rng.integers(0, n_classes, n)
+        low = base[labels] + rng.normal(0, 40, (n, 8, 8, 3))
+        img = torch.nn.functional.interpolate(torch.from_numpy(low).permute(0, 3, 1, 2), size=(size, size), mode="bilinear")
+        return img.permute(0, 2, 3, 1).clamp(0, 255).to(torch.uint8).numpy(), labels
+
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        for name, n in (("targets", n_targets), ("recon", n_recon)):
+            images, labels = make(n)
+            np.savez(tmp / f"{name}.npz", images=images, labels=labels)
+        old_cache = os.environ.get("DDCS_CACHE")
+        os.environ["DDCS_CACHE"] = str(tmp / "cache")
+        try:
+            times = []
+            for run in ("cold", "warm"):
+                t = time.perf_counter()
+                ev = evaluate(tmp / "targets.npz", tmp / "recon.npz", tmp / f"out-{run}", EvalConfig(), progress=False)
+                times.append(time.perf_counter() - t)
+        finally:
+            if old_cache is None:
+                os.environ.pop("DDCS_CACHE", None)
+            else:
+                os.environ["DDCS_CACHE"] = old_cache
+    return {"targets": n_targets, "reconstructions": n_recon, "classes": n_classes, "size": size,
+            "profile": "fast", "device": ev.report["device"], "threads": torch.get_num_threads(),
+            "seconds": {"cold_cache": round(times[0], 2), "warm_cache": round(times[1], 2)},
+            "lpips_search_s": ev.report["timing_s"]["lpips_search"], "ddcs": ev.report["ddcs"],
+            "matched_fraction": ev.report["matched_fraction"]}
