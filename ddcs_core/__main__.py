@@ -72,6 +72,21 @@ def _run_lpips(args) -> int:
     return 0
 
 
+def _add_example(sub) -> None:
+    p = sub.add_parser("example", help="evaluate LFW held-out photos (an oracle attack) against the private targets")
+    p.add_argument("--out", default="out/example", help="output folder (default out/example)")
+    p.add_argument("--data-root", help="folder holding lfw-deepfunneled/ (default: $DDCS_DATA or ./data)")
+
+
+def _run_example(args) -> int:
+    from ddcs_core.example import oracle_example
+
+    r = oracle_example(args.out, args.data_root).report
+    print(json.dumps({k: r[k] for k in ("ddcs", "ddcs_avg", "matched", "matched_fraction")}
+                     | {"coverage": r["prdc"]["coverage"], "fid": r["fid"], "counts": r["counts"], "out": args.out}, indent=2))
+    return 0
+
+
 def _add_bench(sub) -> None:
     p = sub.add_parser("bench", help="benchmarks (print JSON)")
     bsub = p.add_subparsers(dest="what", required=True)
@@ -97,7 +112,12 @@ def _run_bench(args) -> int:
     return 0
 
 
-COMMANDS = {"evaluate": (_add_evaluate, _run_evaluate), "lpips": (_add_lpips, _run_lpips), "bench": (_add_bench, _run_bench)}
+COMMANDS = {
+    "evaluate": (_add_evaluate, _run_evaluate),
+    "lpips": (_add_lpips, _run_lpips),
+    "example": (_add_example, _run_example),
+    "bench": (_add_bench, _run_bench),
+}
 
 
 def build_parser() -> argparse.ArgumentParser:
