@@ -6,6 +6,7 @@ import argparse
 import json
 import logging
 import sys
+import time
 
 from ddcs_core.errors import DDCSInputError
 
@@ -87,6 +88,59 @@ def _run_example(args) -> int:
     return 0
 
 
+def _add_demo(sub) -> None:
+    p = sub.add_parser("demo", help="the demo world: build (train) or check the shipped checkpoints")
+    dsub = p.add_subparsers(dest="what", required=True)
+    b = dsub.add_parser("build", help="use the shipped world, or retrain it with --from-scratch (resumable)")
+    b.add_argument("--from-scratch", action="store_true", help="retrain victim, evaluator and generator, then export")
+    b.add_argument("--out", help="where to export the world (default checkpoints/demo)")
+    b.add_argument("--device", default="auto")
+    b.add_argument("--data-root", help="folder holding lfw-deepfunneled/ (default: $DDCS_DATA or ./data)")
+    c = dsub.add_parser("check", help="verify the shipped world against the data and print its figures")
+    c.add_argument("--folder", help="world folder (default checkpoints/demo)")
+    c.add_argument("--data-root")
+
+
+def _run_demo(args) -> int:
+    from pathlib import Path
+
+    from ddcs_core import pipeline
+
+    if args.what == "check":
+        result = pipeline.check(Path(args.folder) if args.folder else pipeline.SHIPPED, args.data_root)
+        print(json.dumps(result, indent=2))
+        return 0 if result["ok"] else 1
+    out = Path(args.out) if args.out else pipeline.SHIPPED
+    if not args.from_scratch:
+        world = pipeline.load_world(out)
+        m = world.manifest["metrics"]
+        print(f"shipped world in {out} verified (sha256): victim top-1 {m['victim_test']['top1']:.3f}, "
+              f"evaluator top-1 {m['evaluator_test']['top1']:.3f}, generator FID {m['generator_fid']['value']:.2f}; "
+              "`demo check` recomputes these, `demo build --from-scratch` retrains")
+        return 0
+    t = time.perf_counter()
+    result = pipeline.build(device=args.device, data_root=args.data_root)
+    figures = pipeline.export(result, out)
+    print(json.dumps({"out": str(out), "build_seconds": round(time.perf_counter() - t, 1)} | figures, indent=2))
+    return 0
+
+
+def _add_data(sub) -> None:
+    p = sub.add_parser("data", help="datasets: download LFW (deep-funneled) into the data root")
+    dsub = p.add_subparsers(dest="what", required=True)
+    d = dsub.add_parser("download-lfw", help="download and verify the official LFW deep-funneled release")
+    d.add_argument("--data-root", help="destination (default: $DDCS_DATA or ./data)")
+
+
+def _run_data(args) -> int:
+    from pathlib import Path
+
+    from ddcs_core.data.lfw import download_lfw
+
+    print(download_lfw(Path(args.data_root) if args.data_root else None))
+    return 0
+
+
 def _add_bench(sub) -> None:
     p = sub.add_parser("bench", help="benchmarks (print JSON)")
     bsub = p.add_subparsers(dest="what", required=True)
@@ -116,6 +170,8 @@ COMMANDS = {
     "evaluate": (_add_evaluate, _run_evaluate),
     "lpips": (_add_lpips, _run_lpips),
     "example": (_add_example, _run_example),
+    "demo": (_add_demo, _run_demo),
+    "data": (_add_data, _run_data),
     "bench": (_add_bench, _run_bench),
 }
 

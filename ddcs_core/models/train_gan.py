@@ -1,0 +1,301 @@
+"""Pre-training of the StyleGAN2 generator on public faces, resumable after a kill.
+
+StyleGAN2 recipe at small scale: non-saturating logistic loss, lazy R1 on reals (its own D step
+every `r1_every` steps, Adam adjusted as in StyleGAN2), style mixing, an EMA copy of G (`G_ema`,
+the one to sample from and to attack with) and DiffAugment so a few thousand public images suffice.
+All randomness comes from the seed (a CPU generator plus torch's global RNG for noise inputs), and
+the whole state is written atomically every `ckpt_every` steps, so a rerun after an interruption
+continues exactly where the last state left off.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import io
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+from tqdm import tqdm
+
+from ddcs_core import atomic
+from ddcs_core.errors import DDCSInputError
+from ddcs_core.models.checkpoints import (
+    capture_rng,
+    load_training_state,
+    restore_rng,
+    save_model,
+    save_training_state,
+)
+from ddcs_core.models.gan_losses import (
+    d_logistic_loss,
+    diff_augment,
+    g_nonsaturating_loss,
+    lazy_r1_loss,
+    parse_policy,
+    r1_penalty,
+)
+from ddcs_core.models.stylegan2 import Discriminator, Generator
+
+DEFAULT_GAN_CONFIG: dict = {
+    "G": {"z_dim": 256, "w_dim": 256, "mapping_layers": 4, "channel_base": 2048, "channel_max": 256},
+    "D": {"channel_base": 2048, "channel_max": 256, "mbstd_group": 4},
+    "lr_g": 0.0025,
+    "lr_d": 0.0025,
+    "betas": [0.0, 0.99],
+    # ~ the StyleGAN2-ADA heuristic 0.0002·res²/batch at 64 px, batch 32, doubled for small data.
+    "r1_gamma": 0.05,
+    "r1_every": 16,
+    "ema_kimg": 10.0,
+    "ema_rampup": 0.05,
+    "style_mixing": 0.9,
+    "diffaugment": "color,translation,cutout",
+    "xflip": True,
+    "grid": 8,
+}
+STATE_NAME = "train-state.pt"
+SAMPLES_DIR = "samples"
+
+
+def gan_config(config: dict | None) -> dict:
+    """DEFAULT_GAN_CONFIG updated by `config` (G and D sub-dicts merged); unknown keys are refused."""
+    config = dict(config or {})
+    unknown = sorted(set(config) - set(DEFAULT_GAN_CONFIG))
+    if unknown:
+        raise DDCSInputError(f"unknown GAN config keys {unknown} (known: {sorted(DEFAULT_GAN_CONFIG)})")
+    merged = copy.deepcopy(DEFAULT_GAN_CONFIG)
+    for key, value in config.items():
+        merged[key] = {**merged[key], **value} if key in ("G", "D") else value
+    merged["betas"] = [float(b) for b in merged["betas"]]
+    return merged
+
+
+def _check_images(images: np.ndarray) -> np.ndarray:
+    images = np.asarray(images)
+    if images.dtype != np.uint8 or images.ndim != 4 or images.shape[-1] != 3:
+        raise DDCSInputError(f"public_images must be uint8 (N, H, W, 3), got {images.dtype} {images.shape}")
+    n, h, w, _ = images.shape
+    if h != w or h < 4 or h & (h - 1):
+        raise DDCSInputError(f"public_images must be square with a power-of-two side, got {h}×{w}")
+    if n == 0:
+        raise DDCSInputError("public_images is empty")
+    return images
+
+
+def _fingerprint(images: np.ndarray) -> str:
+    h = hashlib.sha256(str(images.shape).encode())
+    h.update(np.ascontiguousarray(images).tobytes())
+    return h.hexdigest()
+
+
+def image_grid(images: torch.Tensor, cols: int) -> Image.Image:
+    """A [-1, 1] NCHW batch as one PIL image, `cols` per row."""
+    x = ((images.detach().float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).cpu()
+    n, c, h, w = x.shape
+    rows = -(-n // cols)
+    pad = torch.zeros(rows * cols - n, c, h, w, dtype=torch.uint8)
+    x = torch.cat([x, pad]).reshape(rows, cols, c, h, w).permute(0, 3, 1, 4, 2).reshape(rows * h, cols * w, c)
+    return Image.fromarray(x.numpy())
+
+
+def _save_grid(path: Path, images: torch.Tensor, cols: int) -> None:
+    buf = io.BytesIO()
+    image_grid(images, cols).save(buf, format="PNG")
+    atomic.write_bytes(path, buf.getvalue())
+
+
+@torch.no_grad()
+def _update_ema(g_ema: Generator, g: Generator, beta: float) -> None:
+    for p_ema, p in zip(g_ema.parameters(), g.parameters()):
+        p_ema.copy_(p.lerp(p_ema, beta))
+    for b_ema, b in zip(g_ema.buffers(), g.buffers()):
+        b_ema.copy_(b)
+
+
+def _latents(
+    g: Generator, n: int, gen: torch.Generator, device: torch.device, mixing: float, track: bool
+) -> torch.Tensor:
+    """ws (N, num_ws, w_dim) with style mixing: with probability `mixing` the layers from a random
+    cutoff on take the w of a second z."""
+    z = torch.randn(2, n, g.z_dim, generator=gen).to(device)
+    draw = torch.rand(2, generator=gen)
+    ws = g.mapping(z[0], update_w_avg=track)[:, None].repeat(1, g.num_ws, 1)
+    if draw[0] < mixing and g.num_ws > 1:
+        cutoff = 1 + int(draw[1] * (g.num_ws - 1))
+        ws[:, cutoff:] = g.mapping(z[1])[:, None]
+    return ws
+
+
+def train_gan(
+    public_images: np.ndarray,
+    *,
+    steps: int,
+    batch_size: int,
+    config: dict | None,
+    seed: int,
+    device: str | torch.device,
+    out_dir: str | Path,
+    progress: bool = True,
+    resume: bool = True,
+    sample_every: int = 500,
+    ckpt_every: int = 500,
+) -> dict:
+    """Train G and D for `steps` steps (one D, one G update each); returns a summary dict.
+
+    `out_dir` receives `train-state.pt` (every `ckpt_every` steps and at the end), sample grids of
+    G_ema on fixed latents (`samples/step-XXXXXXX.png`, every `sample_every` steps and at the end)
+    and the final `G.safetensors`, `G_ema.safetensors`, `D.safetensors`. With `resume`, a state in
+    `out_dir` from the same images, config, seed and batch size is continued.
+    """
+    images = _check_images(public_images)
+    cfg = gan_config(config)
+    parse_policy(cfg["diffaugment"])
+    if steps < 1 or batch_size < 1 or sample_every < 1 or ckpt_every < 1:
+        raise DDCSInputError("steps, batch_size, sample_every and ckpt_every must be >= 1")
+    try:
+        device = torch.device(device)
+    except (RuntimeError, TypeError) as e:
+        raise DDCSInputError(f"bad device {device!r}: {e}") from e
+    out_dir = Path(out_dir)
+    res = images.shape[1]
+
+    torch.manual_seed(seed)
+    gen = torch.Generator().manual_seed(seed)
+    try:
+        G = Generator(img_resolution=res, **cfg["G"]).to(device)
+        D = Discriminator(img_resolution=res, **cfg["D"]).to(device)
+    except (TypeError, ValueError) as e:
+        raise DDCSInputError(f"bad G/D config: {e}") from e
+    G_ema = copy.deepcopy(G).eval().requires_grad_(False)
+    betas = tuple(cfg["betas"])
+    opt_g = torch.optim.Adam(G.parameters(), lr=cfg["lr_g"], betas=betas)
+    every = cfg["r1_every"]
+    # Lazy regularisation: D gets `every + 1` updates per `every` steps, Adam is adjusted to match.
+    ratio = every / (every + 1) if cfg["r1_gamma"] > 0 and every > 0 else 1.0
+    opt_d = torch.optim.Adam(D.parameters(), lr=cfg["lr_d"] * ratio, betas=tuple(b**ratio for b in betas))
+
+    signature = {"config": cfg, "seed": seed, "batch_size": batch_size, "data": _fingerprint(images)}
+    state_path = out_dir / STATE_NAME
+    step, log, train_seconds = 0, {"loss_g": [], "loss_d": [], "r1": []}, 0.0
+    if resume and state_path.is_file():
+        state = load_training_state(state_path)
+        if state.get("signature") != signature:
+            diff = sorted(k for k in signature if state.get("signature", {}).get(k) != signature[k])
+            raise DDCSInputError(
+                f"training state {state_path} belongs to a different run (differs in {diff}); "
+                f"use another out_dir or pass resume=False"
+            )
+        if state.get("step", 0) > steps:
+            raise DDCSInputError(f"training state {state_path} is at step {state['step']} > steps={steps}")
+        try:
+            G.load_state_dict(state["G"])
+            D.load_state_dict(state["D"])
+            G_ema.load_state_dict(state["G_ema"])
+            opt_g.load_state_dict(state["opt_g"])
+            opt_d.load_state_dict(state["opt_d"])
+            restore_rng(state["rng"], gen, device)
+            step, train_seconds = state["step"], state["train_seconds"]
+            log = {k: v.tolist() for k, v in state["log"].items()}
+        except (KeyError, RuntimeError, ValueError) as e:
+            raise DDCSInputError(
+                f"training state {state_path} is incomplete ({e}); delete it or pass resume=False"
+            ) from e
+
+    data = torch.from_numpy(images).to(device)
+    fixed_z = torch.randn(cfg["grid"] ** 2, G.z_dim, generator=torch.Generator().manual_seed(seed + 1)).to(device)
+    aug = cfg["diffaugment"]
+
+    def reals() -> torch.Tensor:
+        idx = torch.randint(len(data), (batch_size,), generator=gen).to(device)
+        x = data[idx].permute(0, 3, 1, 2).float() / 127.5 - 1
+        if cfg["xflip"]:
+            flip = (torch.rand(batch_size, generator=gen) < 0.5).to(device)
+            x = torch.where(flip[:, None, None, None], x.flip(3), x)
+        return x
+
+    def save_state() -> None:
+        save_training_state(state_path, {
+            "signature": signature, "step": step, "G": G.state_dict(), "D": D.state_dict(),
+            "G_ema": G_ema.state_dict(), "opt_g": opt_g.state_dict(), "opt_d": opt_d.state_dict(),
+            "rng": capture_rng(gen, device), "train_seconds": train_seconds,
+            "log": {k: torch.tensor(v, dtype=torch.float32) for k, v in log.items()},
+        })
+
+    def sample() -> Path:
+        with torch.no_grad():
+            imgs = torch.cat([G_ema(z, noise_mode="const") for z in fixed_z.split(16)])
+        path = out_dir / SAMPLES_DIR / f"step-{step:07d}.png"
+        _save_grid(path, imgs, cfg["grid"])
+        return path
+
+    bar = tqdm(total=steps, initial=step, desc="GAN", disable=not progress)
+    grid_path = None
+    while step < steps:
+        t0 = time.perf_counter()
+        # D: logistic loss on augmented reals and fakes.
+        with torch.no_grad():
+            fake = G.synthesis(_latents(G, batch_size, gen, device, cfg["style_mixing"], False))
+        real = reals()
+        loss_d = d_logistic_loss(D(diff_augment(real, aug, gen)), D(diff_augment(fake, aug, gen)))
+        opt_d.zero_grad(set_to_none=True)
+        loss_d.backward()
+        opt_d.step()
+        # Lazy R1: its own D step on fresh reals, gradient taken through the augmentation.
+        r1 = float("nan")
+        if cfg["r1_gamma"] > 0 and every > 0 and step % every == 0:
+            real = reals().requires_grad_(True)
+            penalty = r1_penalty(real, D(diff_augment(real, aug, gen)))
+            opt_d.zero_grad(set_to_none=True)
+            lazy_r1_loss(penalty, cfg["r1_gamma"], every).backward()
+            opt_d.step()
+            r1 = penalty.item()
+        # G: non-saturating loss; D frozen so no D gradients are computed.
+        D.requires_grad_(False)
+        fake = G.synthesis(_latents(G, batch_size, gen, device, cfg["style_mixing"], True))
+        loss_g = g_nonsaturating_loss(D(diff_augment(fake, aug, gen)))
+        opt_g.zero_grad(set_to_none=True)
+        loss_g.backward()
+        opt_g.step()
+        D.requires_grad_(True)
+
+        step += 1
+        ema_nimg = min(cfg["ema_kimg"] * 1000, step * batch_size * cfg["ema_rampup"])
+        _update_ema(G_ema, G, 0.5 ** (batch_size / max(ema_nimg, 1e-8)))
+        train_seconds += time.perf_counter() - t0
+        log["loss_g"].append(loss_g.item())
+        log["loss_d"].append(loss_d.item())
+        log["r1"].append(r1)
+        bar.update(1)
+        bar.set_postfix(g=f"{log['loss_g'][-1]:.3f}", d=f"{log['loss_d'][-1]:.3f}")
+        if step % sample_every == 0 or step == steps:
+            grid_path = sample()
+        if step % ckpt_every == 0 or step == steps:
+            save_state()
+    bar.close()
+
+    if grid_path is None:
+        grid_path = sample()
+    shas = {
+        name: save_model(out_dir / f"{name}.safetensors", model, arch, model.config, meta={"step": step, "seed": seed})
+        for name, model, arch in (("G", G, "stylegan2-g"), ("G_ema", G_ema, "stylegan2-g"), ("D", D, "stylegan2-d"))
+    }
+    tail = slice(-100, None)
+    r1_tail = [v for v in log["r1"][tail] if v == v]
+    return {
+        "step": step,
+        "steps": steps,
+        "out_dir": str(out_dir),
+        "grid": str(grid_path),
+        "state": str(state_path),
+        "checkpoints": {name: str(out_dir / f"{name}.safetensors") for name in shas},
+        "sha256": shas,
+        "loss_g": float(np.mean(log["loss_g"][tail])) if log["loss_g"] else None,
+        "loss_d": float(np.mean(log["loss_d"][tail])) if log["loss_d"] else None,
+        "r1": float(np.mean(r1_tail)) if r1_tail else None,
+        "sec_per_step": train_seconds / step if step else None,
+        "num_params": {"G": sum(p.numel() for p in G.parameters()), "D": sum(p.numel() for p in D.parameters())},
+        "config": cfg,
+    }
