@@ -20,7 +20,7 @@ test: $(STAMP)
 	$(PY) -m pytest -q -n 2 tests
 
 run: $(STAMP)
-	$(PY) -m ddcs_core demo-evaluate
+	$(PY) -m ddcs_core example --out out/example
 
 bench: $(STAMP)
 	$(PY) -m ddcs_core bench lpips --n 200 --m 200 --size 64 --net alex
