@@ -1,4 +1,4 @@
-"""One CLI: `python -m ddcs_core {evaluate,lpips,bench} ...`; bad input exits 2 with a clear message."""
+"""One CLI: `python -m ddcs_core {evaluate,lpips,bench,run,reproduce} ...`; bad input exits 2 with a clear message."""
 
 from __future__ import annotations
 
@@ -96,6 +96,8 @@ def _add_demo(sub) -> None:
     b.add_argument("--out", help="where to export the world (default checkpoints/demo)")
     b.add_argument("--device", default="auto")
     b.add_argument("--data-root", help="folder holding lfw-deepfunneled/ (default: $DDCS_DATA or ./data)")
+    b.add_argument("--only", help="comma-separated steps to run (victim,evaluator,gan), e.g. to train them in "
+                                  "parallel processes; export happens once all are done")
     c = dsub.add_parser("check", help="verify the shipped world against the data and print its figures")
     c.add_argument("--folder", help="world folder (default checkpoints/demo)")
     c.add_argument("--data-root")
@@ -119,7 +121,11 @@ def _run_demo(args) -> int:
               "`demo check` recomputes these, `demo build --from-scratch` retrains")
         return 0
     t = time.perf_counter()
-    result = pipeline.build(device=args.device, data_root=args.data_root)
+    only = tuple(s.strip() for s in args.only.split(",")) if args.only else pipeline.STEPS
+    result = pipeline.build(device=args.device, data_root=args.data_root, only=only)
+    if not result["complete"]:
+        print(f"steps done: {', '.join(result['results'])}; export waits for the others")
+        return 0
     figures = pipeline.export(result, out)
     print(json.dumps({"out": str(out), "build_seconds": round(time.perf_counter() - t, 1)} | figures, indent=2))
     return 0
@@ -149,20 +155,71 @@ def _add_bench(sub) -> None:
     b.add_argument("--m", type=int, default=200, help="targets")
     b.add_argument("--size", type=int, default=64)
     b.add_argument("--net", choices=["alex", "vgg"], default="alex")
-    b.add_argument("--naive-pairs", type=int, default=2000, help="pairs timed for the naive baseline (extrapolated)")
+    b.add_argument("--naive-pairs", type=int, default=0,
+                   help="time the naive baseline on this many random pairs and extrapolate (default 0: every pair)")
     e = bsub.add_parser("evaluate", help="evaluate end to end on synthetic class-structured data")
     e.add_argument("--targets", type=int, default=3000)
     e.add_argument("--recon", type=int, default=5000)
     e.add_argument("--classes", type=int, default=62)
     e.add_argument("--size", type=int, default=64)
+    t = bsub.add_parser("transfer", help="transfer step time: entropy vs ngd (reference), damped refresh cost")
+    t.add_argument("--steps", type=int, default=20, help="timed steps per mode (interleaved)")
+    t.add_argument("--batch-size", type=int, default=8)
+    t.add_argument("--k", type=int, default=20, help="eigenpairs of the NGD basis")
+    t.add_argument("--refresh-every", type=int, default=10, help="R of the damped projection")
+    t.add_argument("--device", default="auto")
 
 
 def _run_bench(args) -> int:
     from ddcs_core import bench
 
-    out = bench.lpips_bench(args.n, args.m, args.size, args.net, args.naive_pairs) if args.what == "lpips" \
-        else bench.evaluate_bench(args.targets, args.recon, args.classes, args.size)
+    if args.what == "transfer":
+        out = bench.transfer_bench(args.steps, args.batch_size, args.k, args.refresh_every, device=args.device)
+    elif args.what == "lpips":
+        out = bench.lpips_bench(args.n, args.m, args.size, args.net, args.naive_pairs)
+    else:
+        out = bench.evaluate_bench(args.targets, args.recon, args.classes, args.size)
     print(json.dumps(out, indent=2))
+    return 0
+
+
+def _add_run(sub) -> None:
+    p = sub.add_parser("run", help="the attack experiment: transfer (3 modes) -> inversion -> evaluation, resumable")
+    p.add_argument("--config", required=True, help="experiment YAML, e.g. assets/configs/demo.yaml")
+    p.add_argument("--runs", default="runs", help="run store folder (default runs)")
+    p.add_argument("--name", help="run name (default: the config's name); rerun the same name to resume")
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1 ...")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+
+
+def _run_run(args) -> int:
+    from ddcs_core.experiment import run_experiment
+    from ddcs_core.reproduce import reproduction_table, to_text
+
+    t = time.perf_counter()
+    run = run_experiment(args.config, args.runs, args.name, args.device, progress=not args.quiet)
+    print(to_text(reproduction_table(run)))
+    print(f"run {run.path} complete in {time.perf_counter() - t:.1f} s this session "
+          f"(steps: {run.path / 'steps.json'}; `python -m ddcs_core reproduce --run {run.path}`)")
+    return 0
+
+
+def _add_reproduce(sub) -> None:
+    p = sub.add_parser("reproduce", help="the reproduction table of an experiment run (text and markdown)")
+    p.add_argument("--run", required=True, help="run folder, e.g. runs/demo")
+    p.add_argument("--json", action="store_true", help="print the table as JSON instead")
+
+
+def _run_reproduce(args) -> int:
+    from ddcs_core.reproduce import reproduction_table, to_markdown, to_text
+    from ddcs_core.runs import Run
+
+    table = reproduction_table(Run(args.run))
+    if args.json:
+        print(json.dumps(table, indent=2))
+        return 0
+    print(to_text(table))
+    print(to_markdown(table))
     return 0
 
 
@@ -173,6 +230,8 @@ COMMANDS = {
     "demo": (_add_demo, _run_demo),
     "data": (_add_data, _run_data),
     "bench": (_add_bench, _run_bench),
+    "run": (_add_run, _run_run),
+    "reproduce": (_add_reproduce, _run_reproduce),
 }
 
 

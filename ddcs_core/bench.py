@@ -16,9 +16,13 @@ from ddcs_core.perceptual import PerceptualDistance
 
 def _reference_lpips(net: str, ours: PerceptualDistance):
     """The lpips package's own model, carrying the same offline backbone weights as ours."""
+    import warnings
+
     import lpips
 
-    ref = lpips.LPIPS(net=net, pnet_rand=True, verbose=False).eval()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)  # torchvision's notice about `pretrained`
+        ref = lpips.LPIPS(net=net, pnet_rand=True, verbose=False).eval()
     ref_convs = [m for m in ref.net.modules() if isinstance(m, torch.nn.Conv2d)]
     our_convs = [m for m in ours.model.modules() if isinstance(m, torch.nn.Conv2d)]
     for a, b in zip(ref_convs, our_convs):
@@ -127,3 +131,94 @@ def evaluate_bench(n_targets: int = 3000, n_recon: int = 5000, n_classes: int = 
             "seconds": {"cold_cache": round(times[0], 2), "warm_cache": round(times[1], 2)},
             "lpips_search_s": ev.report["timing_s"]["lpips_search"], "ddcs": ev.report["ddcs"],
             "matched_fraction": ev.report["matched_fraction"]}
+
+
+def _transfer_models(device: torch.device, seed: int) -> tuple:
+    """The demo world's G, D and victim when shipped, else freshly initialised ones of the same shapes
+    (step time depends on the architecture, not on the weights), plus 256 public-like images."""
+    from ddcs_core import pipeline
+    from ddcs_core.models.classifiers import build_classifier
+    from ddcs_core.models.stylegan2 import Discriminator, Generator
+
+    torch.manual_seed(seed)
+    if (pipeline.SHIPPED / "manifest.json").is_file():
+        world = pipeline.load_world(device=device)
+        G, D, victim, source = world.generator, world.discriminator, world.victim, "demo world"
+    else:
+        gcfg = pipeline.DEMO_CONFIG["gan"]["config"]
+        G = Generator(img_resolution=64, **gcfg["G"])
+        D = Discriminator(img_resolution=64, **gcfg["D"])
+        victim = build_classifier(pipeline.DEMO_CONFIG["victim"]["arch"], num_classes=62)
+        source = "random init, demo architecture (no shipped world)"
+    images = np.random.default_rng(seed).integers(0, 256, (256, G.img_resolution, G.img_resolution, 3), dtype=np.uint8)
+    return G.to(device), D.to(device), victim.to(device).eval().requires_grad_(False), images, source
+
+
+def transfer_bench(steps: int = 20, batch_size: int = 8, k: int = 20, refresh_every: int = 10, warmup: int = 3,
+                   device: str = "auto", seed: int = 0) -> dict:
+    """Transfer step time, entropy vs ngd (reference projection, basis precomputed), interleaved step by
+    step in one process so machine load hits both alike; plus the damped projection's refresh cost."""
+    import copy
+    import statistics
+
+    from ddcs_core.models.train_gan import gan_config, gan_step, make_optimizers, real_batch
+    from ddcs_core.perceptual import resolve_device
+    from ddcs_core.transfer import AdversarialTerm, TransferConfig, default_embed_fn
+
+    dev = resolve_device(device)
+    G0, D0, victim, images, source = _transfer_models(dev, seed)
+    embed_fn = default_embed_fn(dev)
+    data = torch.from_numpy(images).to(dev)
+    cfg = gan_config({})
+
+    def sync() -> None:
+        if dev.type == "cuda":
+            torch.cuda.synchronize(dev)
+
+    def trainer(mode: str, projection: str = "reference") -> dict:
+        c = TransferConfig(mode=mode, batch_size=batch_size, k=k, projection=projection, refresh_every=refresh_every,
+                           seed=seed)
+        G, D = copy.deepcopy(G0).train(), copy.deepcopy(D0).train()
+        gen = torch.Generator().manual_seed(seed)
+        adv = AdversarialTerm(c, victim, embed_fn, gen)
+        t = time.perf_counter()
+        if mode == "ngd" and projection == "reference":
+            adv.prepare_reference(G)
+        sync()
+        return {"G": G, "D": D, "opt": make_optimizers(G, D, cfg), "gen": gen, "adv": adv, "times": [],
+                "setup_s": time.perf_counter() - t}
+
+    def step(t: dict, i: int) -> float:
+        t["adv"].step = i
+        sync()
+        start = time.perf_counter()
+        gan_step(t["G"], t["D"], *t["opt"], lambda: real_batch(data, batch_size, t["gen"], True), cfg, i,
+                 batch_size, t["gen"], g_extra=t["adv"])
+        sync()
+        return time.perf_counter() - start
+
+    ent, ngd = trainer("entropy"), trainer("ngd")
+    for i in range(warmup + steps):
+        for t in (ent, ngd) if i % 2 == 0 else (ngd, ent):
+            elapsed = step(t, i)
+            if i >= warmup:
+                t["times"].append(elapsed)
+    damped = trainer("ngd", "damped")
+    for i in range(refresh_every + 1):  # refreshes at steps 0 and refresh_every
+        damped["times"].append(step(damped, i))
+    adv = damped["adv"]
+    between = statistics.median(damped["times"][1:refresh_every])
+    refresh = adv.refresh_seconds / max(adv.projector.refreshes, 1)
+    med = {name: statistics.median(t["times"]) for name, t in (("entropy", ent), ("ngd", ngd))}
+    return {
+        "models": source, "device": str(dev), "threads": torch.get_num_threads(), "batch_size": batch_size,
+        "resolution": G0.img_resolution, "k": k, "timed_steps": steps, "warmup_steps": warmup,
+        "seconds_per_step": {"entropy": round(med["entropy"], 4), "ngd_reference": round(med["ngd"], 4)},
+        "ratio_ngd_over_entropy": round(med["ngd"] / med["entropy"], 3), "target_ratio": 1.3,
+        "ngd_reference_projection_s_per_step": round(ngd["adv"].projection_seconds / (warmup + steps), 5),
+        "ngd_reference_basis_setup_s": round(ngd["setup_s"], 2),
+        "damped": {"refresh_every": refresh_every, "seconds_per_refresh": round(refresh, 2),
+                   "step_between_refreshes_s": round(between, 4),
+                   "amortised_s_per_step": round(between + refresh / refresh_every, 4),
+                   "lanczos": "torch batched Lanczos, tol 1e-3, one basis per image of the batch"},
+    }

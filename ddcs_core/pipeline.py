@@ -30,7 +30,7 @@ DEMO_CONFIG: dict = {
     "data": {"size": 64, "crop": 128, "min_images": 20, "holdout_per_person": 3, "seed": 0},
     "victim": {"arch": "resnet-s", "epochs": 30, "batch_size": 64, "lr": 3e-3, "seed": 0},
     "evaluator": {"arch": "vggbn-s", "epochs": 30, "batch_size": 64, "lr": 3e-3, "seed": 1},
-    "gan": {"steps": 2000, "batch_size": 32, "seed": 0,
+    "gan": {"steps": 1600, "batch_size": 16, "seed": 0,
             "config": {"G": {"z_dim": 128, "w_dim": 128, "channel_base": 1024, "channel_max": 128},
                        "D": {"channel_base": 1024, "channel_max": 128}}},
     "check": {"fid_samples": 2000, "seed": 123},
@@ -64,9 +64,20 @@ def _step_done(work: Path, name: str, config: dict) -> dict | None:
     return None
 
 
+STEPS = ("victim", "evaluator", "gan")
+
+
 def build(config: dict | None = None, *, work: Path | None = None, device: str = "auto", data_root=None,
-          progress: bool = True, log=print) -> dict:
-    """Train every step not yet done (resuming interrupted ones) and export the world."""
+          progress: bool = True, log=print, only: tuple[str, ...] = STEPS) -> dict:
+    """Train every step not yet done (resuming interrupted ones).
+
+    `only` limits the build to some steps, so independent steps can train in parallel processes
+    (each keeps its own state and done-marker in the work folder); the result is complete only
+    when every step is done.
+    """
+    unknown = set(only) - set(STEPS)
+    if unknown:
+        raise DDCSInputError(f"--only: unknown step(s) {sorted(unknown)}; steps are {', '.join(STEPS)}")
     from ddcs_core.models.train_classifier import train_classifier
     from ddcs_core.models.train_gan import train_gan
     from ddcs_core.perceptual import resolve_device
@@ -82,6 +93,8 @@ def build(config: dict | None = None, *, work: Path | None = None, device: str =
     for name in ("victim", "evaluator"):
         c = config[name]
         done = _step_done(work, name, c)
+        if done is None and name not in only:
+            continue
         if done is None:
             log(f"[build] training the {name} ({c['arch']}, {c['epochs']} epochs) on {len(train[0])} private images")
             t = time.perf_counter()
@@ -95,6 +108,8 @@ def build(config: dict | None = None, *, work: Path | None = None, device: str =
         log(f"[build] {name}: held-out top-1 {done['metrics']['test_top1']:.3f}, top-5 {done['metrics']['test_top5']:.3f}")
     c = config["gan"]
     done = _step_done(work, "gan", c)
+    if done is None and "gan" not in only:
+        return {"config": config, "work": str(work), "results": results, "complete": False}
     if done is None:
         log(f"[build] training the generator ({c['steps']} steps, batch {c['batch_size']}) on {len(data['public'])} public images")
         t = time.perf_counter()
@@ -104,7 +119,8 @@ def build(config: dict | None = None, *, work: Path | None = None, device: str =
         done = {"config_hash": _config_hash(c), "metrics": summary, "seconds": time.perf_counter() - t}
         atomic.write_json(work / "gan.done.json", done)
     results["gan"], times["gan"] = done["metrics"], done["seconds"]
-    return {"config": config, "work": str(work), "results": results, "train_seconds": times,
+    complete = set(results) == set(STEPS)
+    return {"config": config, "work": str(work), "results": results, "train_seconds": times, "complete": complete,
             "data_fingerprint": data.fingerprint, "class_names": data["private_train"].class_names,
             "data_root": str(data_root) if data_root else None}
 
