@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 export DDCS_DATA ?= $(abspath ../shared/datasets)
 
-.PHONY: setup test run bench clean
+.PHONY: setup test run bench bench-app screenshots chromium clean
 
 setup: $(STAMP)
 
@@ -16,11 +16,24 @@ $(STAMP): requirements.txt requirements-nodeps.txt
 	$(PY) -m pip install --quiet --no-deps -r requirements-nodeps.txt
 	touch $(STAMP)
 
-test: $(STAMP)
+# The browser test drives Debian's Chromium (Playwright never downloads a browser); without root or
+# apt it is skipped with its reason.
+chromium:
+	@command -v chromium >/dev/null 2>&1 || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1 && \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver >/dev/null; } || \
+	  echo "no chromium: the browser test will be skipped"
+
+test: $(STAMP) chromium
 	$(PY) -m pytest -q -n 2 tests
 
 run: $(STAMP)
 	$(PY) -m ddcs_core example --out out/example
+
+bench-app: $(STAMP)
+	$(PY) benchmarks/bench_app.py --browser
+
+screenshots: $(STAMP) chromium
+	DDCS_SCREENSHOTS=assets/screenshots $(PY) -m pytest -q tests/test_app_e2e.py -k screenshots
 
 bench: $(STAMP)
 	$(PY) -m ddcs_core bench lpips --n 200 --m 200 --size 64 --net alex

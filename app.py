@@ -1,0 +1,48 @@
+"""DDCS Explorer: `python app.py --runs DIR` serves the app over a run store (http://127.0.0.1:7860)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from ddcs_core.errors import DDCSInputError
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description="Browse DDCS evaluations of model inversion attacks in the browser.")
+    p.add_argument("--runs", default="runs", help="run store folder (default: ./runs); the only folder files are served from")
+    p.add_argument("--host", default="127.0.0.1", help="address to bind (default: 127.0.0.1, this machine only)")
+    p.add_argument("--port", type=int, default=7860, help="port (default: 7860)")
+    p.add_argument("--share", action="store_true", help="also open a public gradio.live link (off by default)")
+    p.add_argument("--auth", metavar="USER:PASSWORD", help="require this login")
+    p.add_argument("--device", default="auto", help="device for jobs started from the app: auto, cpu, cuda, cuda:1 ...")
+    return p.parse_args(argv)
+
+
+def parse_auth(text: str | None) -> tuple[str, str] | None:
+    if text is None:
+        return None
+    user, sep, password = text.partition(":")
+    if not sep or not user or not password:
+        raise DDCSInputError("--auth must look like user:password (both non-empty)")
+    return user, password
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    try:
+        auth = parse_auth(args.auth)
+        from ddcs_core.perceptual import resolve_device
+        from ddcs_core.ui import build_app, launch
+
+        resolve_device(args.device)
+        launch(build_app(args.runs, device=args.device), args.runs, host=args.host, port=args.port,
+               share=args.share, auth=auth)
+    except DDCSInputError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

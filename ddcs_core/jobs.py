@@ -1,0 +1,434 @@
+"""Background jobs on a run (evaluate, map, and whatever the attack code registers), one at a time per run.
+
+A job is a function `fn(run, params, report, cancelled)` registered under a name with a small spec of
+its parameters, so the app can draw a form for any kind without knowing it. Each job runs in its own
+thread; `report(fraction, message)` feeds the progress bar and the log, and `cancelled()` turns true
+when the user asks to stop (cancellation is cooperative: the job checks it between steps). The status
+is written atomically to `<run>/job.json`, so a restarted app shows how the last job ended.
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import json
+import logging
+import os
+import threading
+import time
+import uuid
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+from datetime import datetime, timezone
+from typing import Any
+
+import numpy as np
+
+from ddcs_core import atomic
+from ddcs_core.data.images import ImageSet
+from ddcs_core.errors import DDCSInputError
+from ddcs_core.runs import Run
+
+log = logging.getLogger(__name__)
+
+Report = Callable[[float, str], None]
+Cancelled = Callable[[], bool]
+JobFn = Callable[[Run, dict, Report, Cancelled], None]
+Choices = Sequence[str] | Callable[[Run | None], Sequence[str]]
+
+JOB_FILE = "job.json"
+MAX_LOG_LINES = 1000
+ACTIVE = ("queued", "running")
+# Modules that register job kinds when imported (attack code); missing ones are skipped.
+JOB_MODULES = ("ddcs_core.transfer", "ddcs_core.attacks")
+
+
+class JobCancelled(Exception):
+    """A job function may raise this after seeing `cancelled()`; the runner records 'cancelled'."""
+
+
+@dataclass(frozen=True)
+class Param:
+    """One parameter of a job kind, enough for the app to draw and check an input for it."""
+
+    name: str
+    label: str
+    type: str  # "choice" | "int" | "float" | "bool" | "text"
+    default: Any = None
+    choices: Choices | None = None
+    minimum: float | None = None
+    maximum: float | None = None
+    help: str = ""
+
+    def options(self, run: Run | None) -> list[str]:
+        if self.choices is None:
+            return []
+        if callable(self.choices):
+            return list(self.choices(run))  # run may be None: choices that depend on it then offer none
+        return list(self.choices)
+
+    def coerce(self, value: Any, run: Run | None) -> Any:
+        """The value as the job function receives it; a bad one raises naming the parameter."""
+        where = f"parameter '{self.label}'"
+        if value is None or value == "":
+            if self.default is None and self.type != "text":
+                raise DDCSInputError(f"{where} is required")
+            value = self.default
+        if self.type == "choice":
+            options = self.options(run)
+            if str(value) not in options:
+                raise DDCSInputError(f"{where} must be one of {', '.join(options) or '(none available)'}, got {value!r}")
+            return str(value)
+        if self.type == "bool":
+            return bool(value)
+        if self.type == "text":
+            return "" if value is None else str(value)
+        try:
+            number = float(value)
+        except (TypeError, ValueError):
+            raise DDCSInputError(f"{where} must be a number, got {value!r}") from None
+        if not np.isfinite(number):
+            raise DDCSInputError(f"{where} must be finite, got {value!r}")
+        if self.type == "int":
+            if number != int(number):
+                raise DDCSInputError(f"{where} must be a whole number, got {value!r}")
+            number = int(number)
+        elif self.type != "float":
+            raise DDCSInputError(f"{where} has an unknown type {self.type!r}")
+        if self.minimum is not None and number < self.minimum:
+            raise DDCSInputError(f"{where} must be at least {self.minimum}, got {number}")
+        if self.maximum is not None and number > self.maximum:
+            raise DDCSInputError(f"{where} must be at most {self.maximum}, got {number}")
+        return number
+
+
+@dataclass(frozen=True)
+class JobKind:
+    name: str
+    fn: JobFn
+    params: tuple[Param, ...]
+    description: str = ""
+
+    def coerce(self, raw: dict, run: Run | None) -> dict:
+        unknown = set(raw) - {p.name for p in self.params}
+        if unknown:
+            raise DDCSInputError(f"job '{self.name}': unknown parameter(s) {', '.join(sorted(unknown))}")
+        return {p.name: p.coerce(raw.get(p.name), run) for p in self.params}
+
+
+_KINDS: dict[str, JobKind] = {}
+
+
+def register_job(kind: str, fn: JobFn, params: Sequence[Param] = (), description: str = "") -> JobKind:
+    """Make a job kind available to the app's Run view (re-registering a name replaces it)."""
+    if not kind or not isinstance(kind, str):
+        raise DDCSInputError(f"job kind must be a non-empty name, got {kind!r}")
+    names = [p.name for p in params]
+    if len(set(names)) != len(names):
+        raise DDCSInputError(f"job '{kind}': duplicate parameter names {names}")
+    _KINDS[kind] = JobKind(kind, fn, tuple(params), description)
+    return _KINDS[kind]
+
+
+def job_kinds() -> dict[str, JobKind]:
+    return dict(_KINDS)
+
+
+def load_job_modules(names: Sequence[str] = JOB_MODULES) -> list[str]:
+    """Import the modules that register more job kinds; returns those loaded.
+
+    A module that fails to import is logged and skipped: the app still serves, without its kinds.
+    """
+    loaded = []
+    for name in names:
+        if importlib.util.find_spec(name) is None:
+            continue
+        try:
+            importlib.import_module(name)
+        except Exception:  # a broken attack module must not keep the explorer from starting
+            log.exception("job kinds of %s are unavailable: importing it failed", name)
+            continue
+        loaded.append(name)
+    return loaded
+
+
+@dataclass
+class JobStatus:
+    """What job.json holds: enough to show a finished or interrupted job after a restart."""
+
+    id: str
+    kind: str
+    params: dict
+    state: str = "queued"  # queued | running | done | failed | cancelled | interrupted
+    progress: float = 0.0
+    message: str = ""
+    log: list[str] = field(default_factory=list)
+    started: str = ""
+    finished: str = ""
+    error: str = ""
+    pid: int = 0
+
+    @property
+    def active(self) -> bool:
+        return self.state in ACTIVE
+
+    @classmethod
+    def from_dict(cls, data: dict) -> JobStatus:
+        known = {k: data[k] for k in cls.__dataclass_fields__ if k in data}
+        return cls(**known)
+
+
+def read_status(run: Run) -> JobStatus | None:
+    """The last job of a run as stored; None when there was none or the file is unreadable."""
+    path = run.path / JOB_FILE
+    if not path.is_file():
+        return None
+    try:
+        return JobStatus.from_dict(json.loads(path.read_text()))
+    except (OSError, ValueError, TypeError):
+        return None
+
+
+class _Job:
+    def __init__(self, run: Run, kind: JobKind, params: dict) -> None:
+        self.run = run
+        self.kind = kind
+        self.cancel_event = threading.Event()
+        self.lock = threading.Lock()
+        self.write_lock = threading.Lock()
+        self.status = JobStatus(uuid.uuid4().hex[:12], kind.name, params, started=_now(), pid=os.getpid())
+        self.last_write = 0.0
+        self.thread = threading.Thread(target=self._main, name=f"job-{kind.name}-{run.name}", daemon=True)
+
+    def report(self, fraction: float, message: str) -> None:
+        with self.lock:
+            s = self.status
+            s.progress = float(min(1.0, max(s.progress, fraction if np.isfinite(fraction) else 0.0)))
+            if message and message != s.message:
+                s.message = message
+                s.log.append(f"[{time.strftime('%H:%M:%S')}] {message}")
+                del s.log[:-MAX_LOG_LINES]
+        self.persist(force=False)
+
+    def persist(self, force: bool = True) -> None:
+        """Write job.json (throttled unless forced); writes are serialised so the last one is the newest."""
+        with self.write_lock:
+            now = time.monotonic()
+            if not force and now - self.last_write < 0.5:
+                return
+            with self.lock:
+                data = asdict(self.status)
+            self.last_write = now
+            try:
+                atomic.write_json(self.run.path / JOB_FILE, data)
+            except OSError as exc:
+                log.warning("cannot write %s: %s", self.run.path / JOB_FILE, exc)
+
+    def snapshot(self) -> JobStatus:
+        with self.lock:
+            return JobStatus.from_dict(json.loads(json.dumps(asdict(self.status))))
+
+    def _finish(self, state: str, message: str, error: str = "") -> None:
+        with self.lock:
+            s = self.status
+            s.state, s.finished, s.error = state, _now(), error
+            if state == "done":
+                s.progress = 1.0
+            s.message = message
+            s.log.append(f"[{time.strftime('%H:%M:%S')}] {message}")
+        self.persist()
+
+    def _main(self) -> None:
+        with self.lock:
+            self.status.state = "running"
+        self.persist()
+        try:
+            self.kind.fn(self.run, dict(self.status.params), self.report, self.cancel_event.is_set)
+        except JobCancelled:
+            self._finish("cancelled", "cancelled")
+        except DDCSInputError as exc:
+            self._finish("failed", f"failed: {exc}", str(exc))
+        except Exception as exc:  # a bug in a job must not take the app down; the log names it
+            log.exception("job %s on %s failed", self.kind.name, self.run.path)
+            self._finish("failed", f"failed: internal error ({type(exc).__name__}: {exc})", f"{type(exc).__name__}: {exc}")
+        else:
+            if self.cancel_event.is_set():
+                self._finish("cancelled", "cancelled")
+            else:
+                self._finish("done", "done")
+
+
+class JobRunner:
+    """Starts, follows and cancels jobs; at most one active job per run folder."""
+
+    def __init__(self) -> None:
+        self._jobs: dict[str, _Job] = {}
+        self._lock = threading.Lock()
+
+    def start(self, run: Run, kind: str, params: dict | None = None) -> JobStatus:
+        """Start `kind` on `run` in the background; refused while another job of the run is active."""
+        if kind not in _KINDS:
+            raise DDCSInputError(f"unknown job kind {kind!r}; available: {', '.join(sorted(_KINDS)) or 'none'}")
+        if not run.exists():
+            raise DDCSInputError(f"{run.path}: not a run (no config.json)")
+        spec = _KINDS[kind]
+        values = spec.coerce(dict(params or {}), run)
+        key = str(run.path.resolve())
+        with self._lock:
+            current = self.status(run)
+            if current is not None and current.active:
+                raise DDCSInputError(f"run {run.name} already has a {current.kind} job "
+                                     f"{current.state}; wait for it to finish or cancel it first")
+            job = _Job(run, spec, values)
+            self._jobs[key] = job
+            job.persist()
+            job.thread.start()
+        return job.snapshot()
+
+    def status(self, run: Run) -> JobStatus | None:
+        """The run's current or last job; an active one left by a dead process reads 'interrupted'."""
+        job = self._jobs.get(str(run.path.resolve()))
+        if job is not None:
+            return job.snapshot()
+        stored = read_status(run)
+        if stored is not None and stored.active and not _alive_elsewhere(stored.pid):
+            stored.state = "interrupted"
+            stored.message = "interrupted: the app stopped while this job ran"
+        return stored
+
+    def cancel(self, run: Run) -> bool:
+        """Ask the run's active job to stop; False when none is active in this process."""
+        job = self._jobs.get(str(run.path.resolve()))
+        if job is None or not job.snapshot().active:
+            return False
+        job.cancel_event.set()
+        job.report(0.0, "cancel requested; stopping after the current step")
+        return True
+
+    def wait(self, run: Run, timeout: float | None = None) -> JobStatus | None:
+        job = self._jobs.get(str(run.path.resolve()))
+        if job is not None:
+            job.thread.join(timeout)
+        return self.status(run)
+
+
+def _alive_elsewhere(pid: int) -> bool:
+    """Another live process owns the job (pid reuse aside); our own pid means a previous life of this app."""
+    if not pid or pid == os.getpid():
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+# built-in kinds ---------------------------------------------------------------------------------------
+def devices(run: Run | None = None) -> list[str]:
+    import torch
+
+    return ["auto", "cpu"] + [f"cuda:{i}" if i else "cuda" for i in range(torch.cuda.device_count())]
+
+
+def _pools(run: Run | None) -> list[str]:
+    return run.pools() if run is not None else []
+
+
+def _evaluate_job(run: Run, params: dict, report: Report, cancelled: Cancelled) -> None:
+    """Evaluate one pool against the run's targets, store it, then bring the map up to date."""
+    from ddcs_core.embedding_map import MapCancelled, ensure_map
+    from ddcs_core.evaluate import EvalConfig, evaluate_sets
+
+    pool = params["pool"]
+    config = EvalConfig(profile=params["profile"], device=params["device"], class_agnostic=params["class_agnostic"])
+    profile = config.resolved()
+    report(0.02, f"loading the targets and pool {pool}")
+    targets = run.targets()
+    recon, _ = run.recon(pool)
+    notes = []
+    size = profile["size"] or recon.size[0]
+    if recon.size[0] != recon.size[1] and not profile["size"]:
+        raise DDCSInputError(f"pool {pool}: reconstructions are {recon.size[0]}x{recon.size[1]}, not square")
+    if targets.size != (size, size):
+        notes.append(f"targets resized (bilinear) from {targets.size[0]}x{targets.size[1]} to {size}x{size}")
+        targets = resize_set(targets, size)
+    if recon.size != (size, size):
+        recon = resize_set(recon, size)
+    if cancelled():
+        raise JobCancelled()
+    report(0.08, f"LPIPS-{profile['net']} nearest-target search and metrics ({profile['name']} profile, "
+                 f"{len(recon)} reconstructions x {len(targets)} targets)")
+    ev = evaluate_sets(targets, recon, config, notes=notes)
+    run.write_evaluation(pool, ev)
+    r = ev.report
+    report(0.7, f"stored: DDCS {r['ddcs']:.4g}, matched {r['matched']}/{r['counts']['targets']}, "
+                f"coverage {_fmt(r['prdc'].get('coverage'))}")
+    if cancelled():
+        raise JobCancelled()
+    if not params["update_map"]:
+        return
+    try:
+        ensure_map(run, device=params["device"], cancelled=cancelled,
+                   report=lambda f, m: report(0.7 + 0.3 * f, f"map: {m}"))
+    except MapCancelled:
+        raise JobCancelled() from None
+    report(1.0, "map: up to date")
+
+
+def _map_job(run: Run, params: dict, report: Report, cancelled: Cancelled) -> None:
+    """(Re)compute the Map coordinates of every pool."""
+    from ddcs_core.embedding_map import MapCancelled, compute_map, ensure_map
+
+    options = {"device": params["device"], "report": report, "cancelled": cancelled, "method": params["method"]}
+    try:
+        if params["force"]:
+            compute_map(run, **options)
+        else:
+            ensure_map(run, **options)
+            report(1.0, "map is up to date")
+    except MapCancelled:
+        raise JobCancelled() from None
+
+
+def resize_set(images: ImageSet, size: int) -> ImageSet:
+    """A copy of an ImageSet at size x size (PIL bilinear), as the evaluation profiles expect."""
+    from PIL import Image
+
+    out = np.stack([np.asarray(Image.fromarray(a).resize((size, size), Image.BILINEAR)) for a in images.images]) \
+        if len(images) else np.zeros((0, size, size, 3), np.uint8)
+    return ImageSet(out, images.labels, list(images.class_names), list(images.paths), images.source)
+
+
+def _fmt(x) -> str:
+    return "n/a" if x is None else f"{x:.3g}"
+
+
+def _profiles(run: Run | None = None) -> list[str]:
+    from ddcs_core.evaluate import PROFILES
+
+    return list(PROFILES)
+
+
+register_job("evaluate", _evaluate_job, [
+    Param("pool", "Pool", "choice", choices=_pools, help="reconstructions of the run to evaluate"),
+    Param("profile", "Profile", "choice", default="fast", choices=_profiles,
+          help="fast: LPIPS-alex at native size (CPU); paper: LPIPS-VGG at 256x256"),
+    Param("device", "Device", "choice", default="auto", choices=devices),
+    Param("class_agnostic", "Class-agnostic assignment", "bool", default=False,
+          help="assign each reconstruction over all targets instead of its own class"),
+    Param("update_map", "Update the map afterwards", "bool", default=True,
+          help="recompute the Map's UMAP with this pool (the slow part on large runs)"),
+], "Evaluate a pool against the run's targets (DDCS and the standard metrics), then update the map.")
+
+register_job("map", _map_job, [
+    Param("method", "Projection", "choice", default="umap", choices=("umap", "pca"),
+          help="umap: the Map proper; pca: first two principal components, a quick look"),
+    Param("device", "Device", "choice", default="auto", choices=devices),
+    Param("force", "Recompute even if current", "bool", default=False),
+], "Compute the UMAP coordinates of targets and reconstructions from their LPIPS embeddings.")

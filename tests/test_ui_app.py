@@ -1,0 +1,100 @@
+"""The views' answers (views.Explorer), the Evaluate view's path checks, and app.py's options."""
+
+import numpy as np
+import pytest
+from PIL import Image
+
+import app as app_cli
+from ddcs_core.errors import DDCSInputError
+from ddcs_core.runs import RunStore
+from ddcs_core.ui.sample_run import build_sample_run, smooth_images
+from ddcs_core.ui.views import Explorer
+
+
+@pytest.fixture()
+def explorer(tmp_path):
+    store = RunStore(tmp_path / "runs")
+    build_sample_run(store, "tiny", n_classes=2, per_class=4, recon_per_class=3, pools=("vanilla", "ngd"))
+    return Explorer(store.root, device="cpu")
+
+
+def _tree(root, per_class, seed):
+    rng = np.random.default_rng(seed)
+    for c in range(2):
+        (root / f"person_{c}").mkdir(parents=True)
+        for i, img in enumerate(smooth_images(rng, per_class, 32, c)):
+            Image.fromarray(img).save(root / f"person_{c}" / f"{i}.png")
+    return root
+
+
+def test_views_answer_for_a_run(explorer):
+    assert explorer.run_names() == ["tiny"] and explorer.pools("tiny") == ["ngd", "vanilla"]
+    summary, gallery, label, page = explorer.targets_view("tiny", "ngd", page=5, per_page=3)
+    assert "DDCS" in summary and gallery.count("ddcs-card") == 2 and label == "Page 3 of 3" and page == 2
+    assert "Nearest reconstruction in every pool" in explorer.detail_view("tiny", "ngd", 0)
+    assert "Click a target" in explorer.detail_view("tiny", "ngd", None)
+    fig, note = explorer.map_view("tiny", "ngd")
+    assert fig is None and "No map yet" in note
+    grids, metrics, diff = explorer.compare_view("tiny", "ngd", "vanilla")
+    assert grids.count("<img") == 2 and "<table" in metrics and "Matched by ngd, not by vanilla" in diff
+    html, path = explorer.defense_view("tiny", None)
+    assert "most exposed" in html and path.endswith("exports/exposure-all-pools.csv")
+    ok = explorer.thumb(["tiny", "recon", "ngd", 0])
+    assert ok["src"].startswith("data:image/png;base64,")
+    for bad in (["tiny", "recon", "ngd", 999], ["../x", "target", "", 0], ["tiny", "file", "", 0], "junk"):
+        assert "error" in explorer.thumb(bad)
+
+
+def test_views_without_runs(tmp_path):
+    ex = Explorer(tmp_path / "empty")
+    assert ex.run_names() == []
+    summary, gallery, _, _ = ex.targets_view(None, None)
+    assert "No runs in" in summary and gallery == ""
+    with pytest.raises(DDCSInputError, match="no run selected"):
+        ex.data("")
+
+
+def test_evaluate_view_checks_paths(explorer, tmp_path):
+    targets = _tree(tmp_path / "targets", 3, 0)
+    (tmp_path / "notes.txt").write_text("x")
+    cases = [("", str(targets), "targets folder: enter a path"),
+             (str(tmp_path / "missing"), str(targets), "not found on the server"),
+             (str(targets), str(tmp_path / "notes.txt"), "must be a folder with one subfolder per class"),
+             (str(targets), str(targets), "same folder")]
+    for t, r, message in cases:
+        with pytest.raises(DDCSInputError, match=message):
+            explorer.import_folders(t, r)
+    with pytest.raises(DDCSInputError, match="not allowed"):
+        explorer.import_folders(str(targets), str(_tree(tmp_path / "recon", 2, 1)), name="../escape")
+    with pytest.raises(DDCSInputError, match="taken"):
+        explorer.import_folders(str(targets), str(tmp_path / "recon"), name="tiny")
+    assert explorer.run_names() == ["tiny"]
+
+
+def test_evaluate_view_creates_and_evaluates_a_run(explorer, tmp_path):
+    targets, recon = _tree(tmp_path / "targets", 4, 0), _tree(tmp_path / "my attack", 3, 1)
+    run = explorer.import_folders(str(targets), str(recon), name="", device="cpu", update_map=False)
+    assert run.name.startswith("eval-my-attack-") and run.pools() == ["my-attack"]
+    status = explorer.runner.wait(run, 120)
+    assert status.state == "done", status.message
+    assert explorer.pools(run.name) == ["my-attack"]
+    assert run.config["targets"] == str(targets.resolve())
+
+
+def test_cli_options_and_defaults():
+    args = app_cli.parse_args([])
+    assert (args.runs, args.host, args.port, args.share, args.auth, args.device) == ("runs", "127.0.0.1", 7860, False, None, "auto")
+    assert app_cli.parse_auth("ann:s3:cret") == ("ann", "s3:cret") and app_cli.parse_auth(None) is None
+    for bad in ("ann", ":pw", "ann:"):
+        with pytest.raises(DDCSInputError, match="user:password"):
+            app_cli.parse_auth(bad)
+    assert app_cli.main(["--auth", "nopassword", "--runs", "/nonexistent"]) == 2
+
+
+def test_build_app_wires_every_view(explorer):
+    from ddcs_core.ui import build_app
+
+    demo = build_app(explorer=explorer)
+    labels = {getattr(b, "label", None) for b in demo.blocks.values()}
+    for tab in ("Targets", "Target detail", "Map", "Compare", "Run", "Defense", "Evaluate"):
+        assert tab in labels
