@@ -4,6 +4,8 @@ Which feature extractor produced the features is the caller's to state; this mod
 statistics, in float64 so that small feature sets do not lose precision.
 """
 
+import warnings
+
 import numpy as np
 from scipy import linalg
 
@@ -55,7 +57,9 @@ def frechet_distance(mu1: np.ndarray, sigma1: np.ndarray, mu2: np.ndarray, sigma
     if mu1.shape != mu2.shape:
         raise DDCSInputError(f"mu2: feature dimension {mu2.shape[0]} differs from mu1's {mu1.shape[0]}")
 
-    covmean = linalg.sqrtm(sigma1 @ sigma2)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", linalg.LinAlgWarning)  # singular products are handled just below
+        covmean = linalg.sqrtm(sigma1 @ sigma2)
     if not np.isfinite(covmean).all():
         offset = np.eye(sigma1.shape[0]) * _EPS
         covmean = linalg.sqrtm((sigma1 + offset) @ (sigma2 + offset))
