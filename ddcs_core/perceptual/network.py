@@ -43,7 +43,7 @@ def _build_stage(spec: list, convs: list[nn.Conv2d]) -> nn.Sequential:
             cin, cout, k, stride, pad = item
             conv = nn.Conv2d(cin, cout, k, stride, pad)
             convs.append(conv)
-            layers += [conv, nn.ReLU(inplace=False)]
+            layers += [conv, nn.ReLU(inplace=True)]
     return nn.Sequential(*layers)
 
 
@@ -87,9 +87,9 @@ class LPIPSNetwork(nn.Module):
         parts = []
         for i, stage in enumerate(self.stages):
             h = stage(h)
-            norm = h.pow(2).sum(dim=1, keepdim=True).sqrt()
-            scaled = h / (norm + _EPS) * getattr(self, f"sqrt_w{i}") / (h.shape[-2] * h.shape[-1]) ** 0.5
-            parts.append(scaled.flatten(1))
+            coef = getattr(self, f"sqrt_w{i}") / (h.shape[-2] * h.shape[-1]) ** 0.5
+            norm = torch.linalg.vector_norm(h, dim=1, keepdim=True) + _EPS
+            parts.append(torch.mul(h, coef).div_(norm).flatten(1))
         return torch.cat(parts, dim=1), h.mean(dim=(2, 3))
 
     def embed(self, x: torch.Tensor) -> torch.Tensor:
