@@ -15,6 +15,7 @@ import hashlib
 import io
 import time
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import torch
@@ -101,7 +102,7 @@ def image_grid(images: torch.Tensor, cols: int) -> Image.Image:
     return Image.fromarray(x.numpy())
 
 
-def _save_grid(path: Path, images: torch.Tensor, cols: int) -> None:
+def save_grid(path: Path, images: torch.Tensor, cols: int) -> None:
     buf = io.BytesIO()
     image_grid(images, cols).save(buf, format="PNG")
     atomic.write_bytes(path, buf.getvalue())
@@ -127,6 +128,81 @@ def _latents(
         cutoff = 1 + int(draw[1] * (g.num_ws - 1))
         ws[:, cutoff:] = g.mapping(z[1])[:, None]
     return ws
+
+
+def make_optimizers(G: Generator, D: Discriminator, cfg: dict) -> tuple[torch.optim.Adam, torch.optim.Adam]:
+    """Adam for G and D; D's is adjusted for lazy R1 (it gets `every + 1` updates per `every` steps)."""
+    betas = tuple(cfg["betas"])
+    every = cfg["r1_every"]
+    ratio = every / (every + 1) if cfg["r1_gamma"] > 0 and every > 0 else 1.0
+    opt_g = torch.optim.Adam(G.parameters(), lr=cfg["lr_g"], betas=betas)
+    opt_d = torch.optim.Adam(D.parameters(), lr=cfg["lr_d"] * ratio, betas=tuple(b**ratio for b in betas))
+    return opt_g, opt_d
+
+
+def real_batch(data: torch.Tensor, batch_size: int, gen: torch.Generator, xflip: bool) -> torch.Tensor:
+    """A random batch of uint8 NHWC `data` as [-1, 1] NCHW, optionally x-flipped per image."""
+    idx = torch.randint(len(data), (batch_size,), generator=gen).to(data.device)
+    x = data[idx].permute(0, 3, 1, 2).float() / 127.5 - 1
+    if xflip:
+        flip = (torch.rand(batch_size, generator=gen) < 0.5).to(data.device)
+        x = torch.where(flip[:, None, None, None], x.flip(3), x)
+    return x
+
+
+def gan_step(
+    G: Generator,
+    D: Discriminator,
+    opt_g: torch.optim.Optimizer,
+    opt_d: torch.optim.Optimizer,
+    reals: Callable[[], torch.Tensor],
+    cfg: dict,
+    step: int,
+    batch_size: int,
+    gen: torch.Generator,
+    g_extra: Callable[[torch.Tensor], torch.Tensor] | None = None,
+) -> dict[str, float]:
+    """One D update (plus lazy R1 every `r1_every` steps) and one G update; returns the losses.
+
+    `g_extra(fake)` may add a term to G's loss computed from the same fake batch (transfer learning's
+    adversarial loss); it is called after D's augmentation draws, so RNG order stays fixed.
+    """
+    device = G.const.device
+    aug, every = cfg["diffaugment"], cfg["r1_every"]
+    # D: logistic loss on augmented reals and fakes.
+    with torch.no_grad():
+        fake = G.synthesis(_latents(G, batch_size, gen, device, cfg["style_mixing"], False))
+    real = reals()
+    loss_d = d_logistic_loss(D(diff_augment(real, aug, gen)), D(diff_augment(fake, aug, gen)))
+    opt_d.zero_grad(set_to_none=True)
+    loss_d.backward()
+    opt_d.step()
+    # Lazy R1: its own D step on fresh reals, gradient taken through the augmentation.
+    r1 = float("nan")
+    if cfg["r1_gamma"] > 0 and every > 0 and step % every == 0:
+        real = reals().requires_grad_(True)
+        penalty = r1_penalty(real, D(diff_augment(real, aug, gen)))
+        opt_d.zero_grad(set_to_none=True)
+        lazy_r1_loss(penalty, cfg["r1_gamma"], every).backward()
+        opt_d.step()
+        r1 = penalty.item()
+    # G: non-saturating loss; D frozen so no D gradients are computed.
+    D.requires_grad_(False)
+    fake = G.synthesis(_latents(G, batch_size, gen, device, cfg["style_mixing"], True))
+    loss_g = g_nonsaturating_loss(D(diff_augment(fake, aug, gen)))
+    extra = g_extra(fake) if g_extra is not None else None
+    opt_g.zero_grad(set_to_none=True)
+    (loss_g if extra is None else loss_g + extra).backward()
+    opt_g.step()
+    D.requires_grad_(True)
+    return {"loss_g": loss_g.item(), "loss_d": loss_d.item(), "r1": r1,
+            "extra": float("nan") if extra is None else extra.item()}
+
+
+def ema_update(G_ema: Generator, G: Generator, cfg: dict, step: int, batch_size: int) -> None:
+    """EMA of G after `step` steps, with StyleGAN2's ramp-up of the half-life."""
+    ema_nimg = min(cfg["ema_kimg"] * 1000, step * batch_size * cfg["ema_rampup"])
+    _update_ema(G_ema, G, 0.5 ** (batch_size / max(ema_nimg, 1e-8)))
 
 
 def train_gan(
@@ -170,12 +246,7 @@ def train_gan(
     except (TypeError, ValueError) as e:
         raise DDCSInputError(f"bad G/D config: {e}") from e
     G_ema = copy.deepcopy(G).eval().requires_grad_(False)
-    betas = tuple(cfg["betas"])
-    opt_g = torch.optim.Adam(G.parameters(), lr=cfg["lr_g"], betas=betas)
-    every = cfg["r1_every"]
-    # Lazy regularisation: D gets `every + 1` updates per `every` steps, Adam is adjusted to match.
-    ratio = every / (every + 1) if cfg["r1_gamma"] > 0 and every > 0 else 1.0
-    opt_d = torch.optim.Adam(D.parameters(), lr=cfg["lr_d"] * ratio, betas=tuple(b**ratio for b in betas))
+    opt_g, opt_d = make_optimizers(G, D, cfg)
 
     signature = {"config": cfg, "seed": seed, "batch_size": batch_size, "data": _fingerprint(images)}
     state_path = out_dir / STATE_NAME
@@ -206,15 +277,9 @@ def train_gan(
 
     data = torch.from_numpy(images).to(device)
     fixed_z = torch.randn(cfg["grid"] ** 2, G.z_dim, generator=torch.Generator().manual_seed(seed + 1)).to(device)
-    aug = cfg["diffaugment"]
 
     def reals() -> torch.Tensor:
-        idx = torch.randint(len(data), (batch_size,), generator=gen).to(device)
-        x = data[idx].permute(0, 3, 1, 2).float() / 127.5 - 1
-        if cfg["xflip"]:
-            flip = (torch.rand(batch_size, generator=gen) < 0.5).to(device)
-            x = torch.where(flip[:, None, None, None], x.flip(3), x)
-        return x
+        return real_batch(data, batch_size, gen, cfg["xflip"])
 
     def save_state() -> None:
         save_training_state(state_path, {
@@ -228,46 +293,19 @@ def train_gan(
         with torch.no_grad():
             imgs = torch.cat([G_ema(z, noise_mode="const") for z in fixed_z.split(16)])
         path = out_dir / SAMPLES_DIR / f"step-{step:07d}.png"
-        _save_grid(path, imgs, cfg["grid"])
+        save_grid(path, imgs, cfg["grid"])
         return path
 
     bar = tqdm(total=steps, initial=step, desc="GAN", disable=not progress)
     grid_path = None
     while step < steps:
         t0 = time.perf_counter()
-        # D: logistic loss on augmented reals and fakes.
-        with torch.no_grad():
-            fake = G.synthesis(_latents(G, batch_size, gen, device, cfg["style_mixing"], False))
-        real = reals()
-        loss_d = d_logistic_loss(D(diff_augment(real, aug, gen)), D(diff_augment(fake, aug, gen)))
-        opt_d.zero_grad(set_to_none=True)
-        loss_d.backward()
-        opt_d.step()
-        # Lazy R1: its own D step on fresh reals, gradient taken through the augmentation.
-        r1 = float("nan")
-        if cfg["r1_gamma"] > 0 and every > 0 and step % every == 0:
-            real = reals().requires_grad_(True)
-            penalty = r1_penalty(real, D(diff_augment(real, aug, gen)))
-            opt_d.zero_grad(set_to_none=True)
-            lazy_r1_loss(penalty, cfg["r1_gamma"], every).backward()
-            opt_d.step()
-            r1 = penalty.item()
-        # G: non-saturating loss; D frozen so no D gradients are computed.
-        D.requires_grad_(False)
-        fake = G.synthesis(_latents(G, batch_size, gen, device, cfg["style_mixing"], True))
-        loss_g = g_nonsaturating_loss(D(diff_augment(fake, aug, gen)))
-        opt_g.zero_grad(set_to_none=True)
-        loss_g.backward()
-        opt_g.step()
-        D.requires_grad_(True)
-
+        losses = gan_step(G, D, opt_g, opt_d, reals, cfg, step, batch_size, gen)
         step += 1
-        ema_nimg = min(cfg["ema_kimg"] * 1000, step * batch_size * cfg["ema_rampup"])
-        _update_ema(G_ema, G, 0.5 ** (batch_size / max(ema_nimg, 1e-8)))
+        ema_update(G_ema, G, cfg, step, batch_size)
         train_seconds += time.perf_counter() - t0
-        log["loss_g"].append(loss_g.item())
-        log["loss_d"].append(loss_d.item())
-        log["r1"].append(r1)
+        for key in log:
+            log[key].append(losses[key])
         bar.update(1)
         bar.set_postfix(g=f"{log['loss_g'][-1]:.3f}", d=f"{log['loss_d'][-1]:.3f}")
         if step % sample_every == 0 or step == steps:

@@ -1,0 +1,109 @@
+"""The reproduction table of an experiment run: per pool, generator FID and the evaluation metrics.
+
+Reads only the run folder (generators/<name>.json, pools/<pool>/report.json, transfer summaries), so
+it works on a copied run without the models. The generator FID is computed at fixed latents against
+public images with named features; the pool metrics come from the engine's evaluation.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from ddcs_core.errors import DDCSInputError
+from ddcs_core.runs import Run
+
+PRETRAINED, VANILLA_POOL = "pretrained", "vanilla"
+COLUMNS = (
+    ("pool", "Pool"), ("generator", "Generator"), ("n", "Recon."), ("gen_fid", "Gen. FID ↓"), ("ddcs", "DDCS ↑"),
+    ("ddcs_avg", "DDCS_avg ↑"), ("matched", "Matched ↑"), ("coverage", "Coverage ↑"), ("acc1", "Acc@1 ↑"),
+    ("acc5", "Acc@5 ↑"), ("knn", "KNN dist ↓"), ("pool_fid", "Pool FID ↓"),
+)
+
+
+def _json(path: Path) -> dict | None:
+    return json.loads(path.read_text()) if path.is_file() else None
+
+
+def _generator_of(pool: str) -> str:
+    if pool == VANILLA_POOL:
+        return PRETRAINED
+    if pool.startswith("transfer-"):
+        return pool.removeprefix("transfer-")
+    if pool.startswith("dual-"):
+        return f"{PRETRAINED} + {pool.removeprefix('dual-')}"
+    return "?"
+
+
+def reproduction_table(run: Run) -> dict:
+    """{'pools': one row per pool, 'transfer': one row per transfer mode, 'notes': features named}."""
+    if not run.exists():
+        raise DDCSInputError(f"--run {run.path}: not a run folder (no config.json)")
+    rows, features, eval_profiles = [], set(), set()
+    for pool in run.pools():
+        gen = _generator_of(pool)
+        gen_info = _json(run.path / "generators" / f"{gen}.json") if "+" not in gen else None
+        if gen_info:
+            features.add(gen_info["features"])
+        row = {"pool": pool, "generator": gen, "gen_fid": gen_info["fid"] if gen_info else None}
+        if run.has_evaluation(pool):
+            r = run.evaluation(pool).report
+            acc = r.get("attack_accuracy") or {}
+            row.update(n=r["counts"]["reconstructions"], ddcs=r["ddcs"], ddcs_avg=r["ddcs_avg"],
+                       matched=r["matched_fraction"], coverage=r["prdc"].get("coverage"), acc1=acc.get("top1"),
+                       acc5=acc.get("top5"), knn=r.get("knn_distance"), pool_fid=r["fid"]["value"])
+            eval_profiles.add(f"{r['profile']['name']} ({r['profile']['net']}), pool FID/PRDC features: {r['fid']['features']}")
+        rows.append(row)
+    transfer = []
+    for summary_path in sorted((run.path / "transfer").glob("*/summary.json")):
+        s = json.loads(summary_path.read_text())
+        gen_info = _json(run.path / "generators" / f"{s['mode']}.json")
+        ngd = s.get("ngd") or {}
+        transfer.append({"mode": s["mode"], "steps": s["steps"], "sec_per_step": s["sec_per_step"],
+                         "adv_first": s.get("adv_first"), "adv_last": s.get("adv_last"),
+                         "gen_fid": gen_info["fid"] if gen_info else None, "projection": ngd.get("projection"),
+                         "grid": f"grids/{s['mode']}.png"})
+    pre = _json(run.path / "generators" / f"{PRETRAINED}.json")
+    if pre:
+        transfer.insert(0, {"mode": PRETRAINED, "steps": 0, "sec_per_step": None, "adv_first": None,
+                            "adv_last": None, "gen_fid": pre["fid"], "projection": None,
+                            "grid": f"grids/{(run.config.get('experiment') or {}).get('transfer', {}).get('modes', ['vanilla'])[0]}/step-0000.png"})
+    notes = [f"Gen. FID: generator samples at fixed latents vs public images, features {', '.join(sorted(features)) or '—'}"]
+    notes += [f"Evaluation profile: {p}" for p in sorted(eval_profiles)]
+    return {"run": str(run.path), "pools": rows, "transfer": transfer, "notes": notes}
+
+
+def _fmt(value, key: str) -> str:
+    if value is None:
+        return "—"
+    if key in ("matched", "coverage", "acc1", "acc5"):
+        return f"{100 * value:.1f} %"
+    if key in ("ddcs", "ddcs_avg"):
+        return f"{value:.4f}"
+    if isinstance(value, float):
+        return f"{value:.2f}"
+    return str(value)
+
+
+def to_markdown(table: dict) -> str:
+    """The table as GitHub markdown (pools, then transfer modes, then notes)."""
+    head = "| " + " | ".join(title for _, title in COLUMNS) + " |"
+    lines = [head, "|" + "---|" * len(COLUMNS)]
+    for row in table["pools"]:
+        lines.append("| " + " | ".join(_fmt(row.get(k), k) for k, _ in COLUMNS) + " |")
+    lines += ["", "| Transfer mode | Steps | s/step | L_adv first 50 → last 50 | Gen. FID ↓ | Grid |", "|---|---|---|---|---|---|"]
+    for t in table["transfer"]:
+        adv = "—" if t["adv_first"] is None else f"{t['adv_first']:.3f} → {t['adv_last']:.3f}"
+        mode = t["mode"] + (f" ({t['projection']})" if t["projection"] else "")
+        lines.append(f"| {mode} | {t['steps']} | {_fmt(t['sec_per_step'], '')} | {adv} | {_fmt(t['gen_fid'], '')} | {t['grid']} |")
+    lines += [""] + [f"- {n}" for n in table["notes"]]
+    return "\n".join(lines) + "\n"
+
+
+def to_text(table: dict) -> str:
+    """The pool table as aligned plain text for the terminal."""
+    cells = [[title for _, title in COLUMNS]] + [[_fmt(r.get(k), k) for k, _ in COLUMNS] for r in table["pools"]]
+    widths = [max(len(row[i]) for row in cells) for i in range(len(COLUMNS))]
+    out = ["  ".join(c.ljust(w) for c, w in zip(row, widths)) for row in cells]
+    out.insert(1, "  ".join("-" * w for w in widths))
+    return "\n".join(out) + "\n"

@@ -1,0 +1,401 @@
+"""Transfer learning of a pre-trained generator toward a victim: vanilla | entropy | ngd (DESIGN §2).
+
+G and D keep training on the public images with their GAN losses (train_gan's step: non-saturating
+loss, lazy R1, DiffAugment, EMA). `entropy` adds λ·L_adv, L_adv = −Σ_i Σ_c p_ic log p_ic with
+p = softmax(victim(aug(G(z)))): the victim becomes confident on generated faces, so inversion starts
+from images that already carry identity. `ngd` takes the image gradient g_i = ∂L_adv/∂x_i, projects
+it with the LPIPS-Hessian natural gradient P (geometry.ngd) and feeds it to G through the surrogate
+λ·Σ_i ⟨x_i, stopgrad(P̂ g_i)⟩, whose gradient in x_i is exactly λ·P̂ g_i.
+
+Scale of the projected gradient. P = V Λ⁻¹ Vᵀ (or the damped form) multiplies by inverse
+eigenvalues that span orders of magnitude (LPIPS curvature per squared pixel step), so ‖P g‖ has no
+fixed relation to ‖g‖ and λ would mean something different in every mode, projection, k and μ.
+The default (`ngd_scale: spectral`) divides P by its largest eigenvalue, i.e. uses P̂ = P/‖P‖₂:
+λ_min(kept)·V Λ⁻¹ Vᵀ for `reference`, μ·(H_k + μI)⁻¹ for `damped`. P̂ is then a contraction with
+eigenvalues in (0, 1]: directions LPIPS barely sees keep the plain gradient's full weight (damped),
+perceptually sensitive ones are shrunk in proportion to their curvature, nothing is ever amplified,
+so ‖λ P̂ g‖ ≤ ‖λ g‖ and λ is the same upper bound on the step in `entropy` and `ngd`. The factor is
+fixed per basis (not per image), so images keep their relative gradient sizes. Alternatives:
+`grad-norm` rescales each P g_i to ‖g_i‖ (same pixel step; it pours the whole step into the few
+kept, perceptually most sensitive directions, which shows as texture artifacts), `none` keeps the
+raw P g (the paper's code; its size depends on the eigenvalues' units).
+
+Fixed evaluation latents: every mode draws the same grid latents (from `grid_seed`) and saves
+`<out>/grids/<mode>/step-XXXX.png` at step 0 and at every checkpoint, plus the latest as
+`<out>/grids/<mode>.png`, so artifacts compare side by side. State (`<out>/transfer/<mode>/state.pt`)
+is written atomically at every checkpoint; a rerun resumes from it and, on CPU, ends bit-identical to
+an uninterrupted run.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import logging
+import math
+import time
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from ddcs_core import atomic
+from ddcs_core.attacks.augment import AugmentConfig, random_transform
+from ddcs_core.attacks.fingerprint import array_digest, module_digest
+from ddcs_core.attacks.losses import entropy_loss
+from ddcs_core.errors import DDCSInputError
+from ddcs_core.geometry.hvp import EmbedFn
+from ddcs_core.geometry.lanczos import LanczosNotConverged
+from ddcs_core.geometry.ngd import NGDBasis, NGDConfig, NGDProjector
+from ddcs_core.models.checkpoints import (
+    capture_rng,
+    load_training_state,
+    restore_rng,
+    save_model,
+    save_training_state,
+)
+from ddcs_core.models.stylegan2 import Discriminator, Generator
+from ddcs_core.models.train_gan import ema_update, gan_config, gan_step, make_optimizers, real_batch, save_grid
+
+log = logging.getLogger(__name__)
+
+MODES = ("vanilla", "entropy", "ngd")
+PROJECTIONS = ("reference", "damped")
+NGD_SCALES = ("spectral", "grad-norm", "none")
+_GAN_KEYS = ("lr_g", "lr_d", "betas", "r1_gamma", "r1_every", "ema_kimg", "ema_rampup", "style_mixing",
+             "diffaugment", "xflip")
+
+
+@dataclass(frozen=True)
+class TransferConfig:
+    """One transfer run. `gan` overrides train_gan's optimiser/regulariser settings (`_GAN_KEYS`)."""
+
+    mode: str = "entropy"
+    steps: int = 300
+    batch_size: int = 8
+    lam: float = 1.0
+    projection: str = "reference"
+    k: int = 20
+    mu: float = 1e-2
+    refresh_every: int = 10
+    reference_latents: int = 4
+    lanczos_tol: float = 1e-3
+    lanczos_maxiter: int | None = None
+    ngd_scale: str = "spectral"
+    augment: AugmentConfig = field(default_factory=AugmentConfig)
+    gan: dict = field(default_factory=dict)
+    grid: int = 6
+    grid_seed: int = 1234
+    ckpt_every: int = 50
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        choices = {"mode": MODES, "projection": PROJECTIONS, "ngd_scale": NGD_SCALES}
+        for name, allowed in choices.items():
+            if getattr(self, name) not in allowed:
+                raise DDCSInputError(f"transfer.{name} must be one of {allowed}, got {getattr(self, name)!r}")
+        for name in ("steps", "batch_size", "k", "refresh_every", "reference_latents", "grid", "ckpt_every"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or value < 1:
+                raise DDCSInputError(f"transfer.{name} must be an int >= 1, got {value!r}")
+        for name in ("lam", "mu", "lanczos_tol"):
+            value = getattr(self, name)
+            if not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0 or (name != "lam" and value == 0):
+                raise DDCSInputError(f"transfer.{name} must be a finite number {'>= 0' if name == 'lam' else '> 0'}, got {value!r}")
+        unknown = sorted(set(self.gan) - set(_GAN_KEYS))
+        if unknown:
+            raise DDCSInputError(f"transfer.gan: unknown keys {unknown} (known: {list(_GAN_KEYS)})")
+
+    @classmethod
+    def from_dict(cls, d: dict | None) -> TransferConfig:
+        d = dict(d or {})
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(d) - known)
+        if unknown:
+            raise DDCSInputError(f"unknown transfer keys {unknown} (known: {sorted(known)})")
+        if "augment" in d:
+            d["augment"] = AugmentConfig.from_dict(d["augment"])
+        return cls(**d)
+
+    def to_dict(self) -> dict:
+        return json.loads(json.dumps(asdict(self)))
+
+    def ngd(self) -> NGDConfig:
+        mode = "reference" if self.projection == "reference" else "damped"
+        return NGDConfig(mode=mode, k=self.k, mu=float(self.mu), refresh_every=self.refresh_every,
+                         tol=float(self.lanczos_tol), maxiter=self.lanczos_maxiter, seed=self.seed)
+
+
+def rescale_to_gradient(pg: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
+    """P g_i · ‖g_i‖ / ‖P g_i‖ per image (0 where P g_i = 0): the NGD direction at the plain step size."""
+    pn = pg.flatten(1).norm(dim=1)
+    gn = g.flatten(1).norm(dim=1)
+    factor = torch.where(pn > 0, gn / pn.clamp_min(torch.finfo(pg.dtype).tiny), torch.zeros_like(pn))
+    return pg * factor.view(-1, *([1] * (pg.ndim - 1)))
+
+
+def spectral_factor(basis: NGDBasis, n: int, projection: str, mu: float, eps: float) -> torch.Tensor:
+    """1/‖P‖₂ per image (n,): the smallest kept eigenvalue of the image's basis (`reference`, image i
+    uses basis i % B) or μ (`damped`, whose largest eigenvalue 1/μ lives on the complement)."""
+    if projection == "damped":
+        return torch.full((n,), float(mu))
+    vals = basis.eigvals
+    keep = (vals > 0) & (vals > eps * vals.amax(-1, keepdim=True))
+    lam_min = torch.where(keep, vals, torch.inf).amin(-1)
+    lam_min = torch.where(torch.isfinite(lam_min), lam_min, torch.zeros_like(lam_min))
+    return lam_min[torch.arange(n) % vals.shape[0]]
+
+
+def image_gradient(victim: torch.nn.Module, x: torch.Tensor, augment: AugmentConfig,
+                   gen: torch.Generator) -> tuple[torch.Tensor, float]:
+    """(g = ∂L_adv/∂x at images x (N, C, H, W), L_adv) with L_adv = entropy of victim(aug(x))."""
+    x = x.detach().requires_grad_(True)
+    with torch.enable_grad():
+        loss = entropy_loss(victim(random_transform(x, augment, gen)))
+        (g,) = torch.autograd.grad(loss, x)
+    return g, loss.item()
+
+
+class AdversarialTerm:
+    """The λ·L_adv part of G's loss for one mode; `last` holds the latest L_adv value for the log."""
+
+    def __init__(self, config: TransferConfig, victim: torch.nn.Module, embed_fn: EmbedFn | None,
+                 gen: torch.Generator) -> None:
+        self.c, self.victim, self.embed_fn, self.gen = config, victim, embed_fn, gen
+        self.projector = NGDProjector(config.ngd()) if config.mode == "ngd" else None
+        self.step = 0
+        self.last = float("nan")
+        self.projection_seconds = 0.0
+        self.refresh_seconds = 0.0
+        self.unconverged = 0
+
+    def prepare_reference(self, G: Generator) -> None:
+        """reference projection: bases at `reference_latents` fixed random latents of the initial G."""
+        z = torch.randn(self.c.reference_latents, G.z_dim, generator=torch.Generator().manual_seed(self.c.seed + 2))
+        with torch.no_grad():
+            x = G(z.to(G.const.device), noise_mode="const")
+        t = time.perf_counter()
+        try:
+            self.projector.prepare(self.embed_fn, x)
+        except LanczosNotConverged as err:
+            self._accept(err, x, None)
+        self.refresh_seconds += time.perf_counter() - t
+
+    def _accept(self, err: LanczosNotConverged, x: torch.Tensor, step: int | None) -> None:
+        """Use Lanczos' best Ritz pairs when `tol` was missed (they still span the top curvature)."""
+        p = self.projector
+        p.basis = NGDBasis(err.eigvals, err.eigvecs, tuple(x.shape[1:]))
+        p.refreshes += 1
+        if step is not None:
+            p.last_refresh_step = step
+        self.unconverged += 1
+        log.warning("NGD basis: %s; using the best Ritz pairs found", err)
+
+    def __call__(self, fake: torch.Tensor) -> torch.Tensor:
+        c = self.c
+        if c.mode == "entropy":
+            loss = entropy_loss(self.victim(random_transform(fake, c.augment, self.gen)))
+            self.last = loss.item()
+            return c.lam * loss
+        g, self.last = image_gradient(self.victim, fake, c.augment, self.gen)
+        t = time.perf_counter()
+        refreshes = self.projector.refreshes
+        try:
+            pg = self.projector(self.embed_fn, fake.detach(), g, self.step)
+        except LanczosNotConverged as err:
+            self._accept(err, fake, self.step)
+            pg = self.projector(self.embed_fn, fake.detach(), g, self.step)
+        if c.ngd_scale == "grad-norm":
+            pg = rescale_to_gradient(pg, g)
+        elif c.ngd_scale == "spectral":
+            factor = spectral_factor(self.projector.basis, len(pg), c.projection, c.mu, self.projector.config.eps)
+            pg = pg * factor.to(pg.device, pg.dtype).view(-1, *([1] * (pg.ndim - 1)))
+        elapsed = time.perf_counter() - t
+        if self.projector.refreshes != refreshes:
+            self.refresh_seconds += elapsed
+        else:
+            self.projection_seconds += elapsed
+        return c.lam * (fake * pg.detach()).sum()
+
+    def state(self) -> dict:
+        p = self.projector
+        if p is None or p.basis is None:
+            return {}
+        return {"eigvals": p.basis.eigvals, "eigvecs": p.basis.eigvecs, "image_shape": torch.tensor(p.basis.image_shape),
+                "refreshes": p.refreshes, "last_refresh_step": -1 if p.last_refresh_step is None else p.last_refresh_step}
+
+    def load(self, state: dict) -> None:
+        if self.projector is None or not state:
+            return
+        p = self.projector
+        p.basis = NGDBasis(state["eigvals"], state["eigvecs"], tuple(state["image_shape"].tolist()))
+        p.refreshes = int(state["refreshes"])
+        p.last_refresh_step = None if state["last_refresh_step"] < 0 else int(state["last_refresh_step"])
+
+
+def default_embed_fn(device: torch.device) -> EmbedFn:
+    """LPIPS-alex's exact embedding (DESIGN §2): d(x, y) = ‖e(x) − e(y)‖²."""
+    from ddcs_core.perceptual import LPIPSNetwork
+
+    return LPIPSNetwork("alex").to(device).embed
+
+
+def _check_images(images: np.ndarray, resolution: int) -> np.ndarray:
+    images = np.asarray(images)
+    if images.dtype != np.uint8 or images.ndim != 4 or images.shape[1:] != (resolution, resolution, 3) or not len(images):
+        raise DDCSInputError(f"public_images must be non-empty uint8 (N, {resolution}, {resolution}, 3) to match the "
+                             f"generator, got {images.dtype} {images.shape}")
+    return images
+
+
+def transfer_paths(out_dir: str | Path, mode: str) -> dict[str, Path]:
+    out = Path(out_dir)
+    work = out / "transfer" / mode
+    return {"work": work, "state": work / "state.pt", "G": work / "G.safetensors", "summary": work / "summary.json",
+            "grids": out / "grids" / mode, "latest_grid": out / "grids" / f"{mode}.png"}
+
+
+def transfer(
+    G: Generator,
+    D: Discriminator,
+    victim: torch.nn.Module | None,
+    public_images: np.ndarray,
+    config: TransferConfig,
+    out_dir: str | Path,
+    *,
+    device: str | torch.device = "cpu",
+    embed_fn: EmbedFn | None = None,
+    progress: bool = True,
+    report: Callable[[float, str], None] | None = None,
+    should_stop: Callable[[], bool] | None = None,
+) -> dict | None:
+    """Fine-tune copies of G and D (the originals are untouched); returns the summary, also written to
+    `<out>/transfer/<mode>/summary.json`, with the EMA generator in `G.safetensors` there.
+
+    The victim is frozen (eval mode, no parameter gradients) and unused in `vanilla` mode (may be None).
+    `embed_fn` (ngd only) defaults to LPIPS-alex. Returns None when `should_stop()` turned true; the
+    state saved at that step resumes the run. A finished run is returned from its summary.
+    """
+    c = config
+    try:
+        device = torch.device(device)
+    except (RuntimeError, TypeError) as e:
+        raise DDCSInputError(f"bad device {device!r}: {e}") from e
+    images = _check_images(public_images, G.img_resolution)
+    paths = transfer_paths(out_dir, c.mode)
+    cfg = gan_config({k: v for k, v in c.gan.items()})
+    if c.mode != "vanilla":
+        if victim is None:
+            raise DDCSInputError(f"transfer mode {c.mode!r} needs a victim")
+        victim = victim.to(device).eval().requires_grad_(False)
+    signature = {"config": c.to_dict(), "gan": cfg, "data": array_digest(images), "G": module_digest(G),
+                 "D": module_digest(D), "victim": module_digest(victim) if c.mode != "vanilla" else None}
+    if paths["summary"].is_file() and paths["G"].is_file():
+        summary = json.loads(paths["summary"].read_text())
+        if summary.get("signature") == signature:
+            return summary
+    report = report or (lambda frac, msg: None)
+
+    torch.manual_seed(c.seed)
+    gen = torch.Generator().manual_seed(c.seed)
+    G = copy.deepcopy(G).to(device).train().requires_grad_(True)
+    D = copy.deepcopy(D).to(device).train().requires_grad_(True)
+    G_ema = copy.deepcopy(G).eval().requires_grad_(False)
+    opt_g, opt_d = make_optimizers(G, D, cfg)
+    if c.mode == "ngd" and embed_fn is None:
+        embed_fn = default_embed_fn(device)
+    adv = AdversarialTerm(c, victim, embed_fn, gen) if c.mode != "vanilla" else None
+    step, seconds, log = 0, 0.0, {"loss_g": [], "loss_d": [], "r1": [], "adv": []}
+
+    if paths["state"].is_file():
+        state = load_training_state(paths["state"])
+        if state.get("signature") != signature:
+            diff = sorted(k for k in signature if state.get("signature", {}).get(k) != signature[k])
+            raise DDCSInputError(f"transfer state {paths['state']} belongs to a different run (differs in {diff}); "
+                                 f"delete {paths['work']} to start over")
+        try:
+            G.load_state_dict(state["G"])
+            D.load_state_dict(state["D"])
+            G_ema.load_state_dict(state["G_ema"])
+            opt_g.load_state_dict(state["opt_g"])
+            opt_d.load_state_dict(state["opt_d"])
+            restore_rng(state["rng"], gen, device)
+            step, seconds = int(state["step"]), float(state["seconds"])
+            log = {k: v.tolist() for k, v in state["log"].items()}
+            if adv is not None:
+                adv.load(state["ngd"])
+                adv.refresh_seconds, adv.projection_seconds, unconverged = state["adv_stats"].tolist()
+                adv.unconverged = int(unconverged)
+        except (KeyError, RuntimeError, ValueError) as e:
+            raise DDCSInputError(f"transfer state {paths['state']} is incomplete ({e}); delete it to start over") from e
+    elif adv is not None and c.mode == "ngd" and c.projection == "reference":
+        adv.prepare_reference(G)
+
+    data = torch.from_numpy(images).to(device)
+    fixed_z = torch.randn(c.grid**2, G.z_dim, generator=torch.Generator().manual_seed(c.grid_seed)).to(device)
+
+    def grid() -> None:
+        with torch.no_grad():
+            x = torch.cat([G_ema(z, noise_mode="const") for z in fixed_z.split(64)])
+        save_grid(paths["grids"] / f"step-{step:04d}.png", x, c.grid)
+        save_grid(paths["latest_grid"], x, c.grid)
+
+    def save_state() -> None:
+        save_training_state(paths["state"], {
+            "signature": signature, "step": step, "seconds": seconds, "G": G.state_dict(), "D": D.state_dict(),
+            "G_ema": G_ema.state_dict(), "opt_g": opt_g.state_dict(), "opt_d": opt_d.state_dict(),
+            "rng": capture_rng(gen, device), "ngd": adv.state() if adv is not None else {},
+            "adv_stats": torch.tensor([adv.refresh_seconds, adv.projection_seconds, adv.unconverged]
+                                      if adv is not None else [0.0, 0.0, 0.0], dtype=torch.float64),
+            "log": {k: torch.tensor(v, dtype=torch.float64) for k, v in log.items()},
+        })
+
+    if step == 0:
+        grid()
+    bar = tqdm(total=c.steps, initial=step, desc=f"transfer {c.mode}", disable=not progress)
+    while step < c.steps:
+        if should_stop is not None and should_stop():
+            save_state()
+            bar.close()
+            return None
+        t0 = time.perf_counter()
+        if adv is not None:
+            adv.step = step
+        losses = gan_step(G, D, opt_g, opt_d, lambda: real_batch(data, c.batch_size, gen, cfg["xflip"]), cfg, step,
+                          c.batch_size, gen, g_extra=adv)
+        step += 1
+        ema_update(G_ema, G, cfg, step, c.batch_size)
+        seconds += time.perf_counter() - t0
+        for key in ("loss_g", "loss_d", "r1"):
+            log[key].append(losses[key])
+        log["adv"].append(adv.last if adv is not None else float("nan"))
+        bar.update(1)
+        bar.set_postfix(g=f"{losses['loss_g']:.3f}", d=f"{losses['loss_d']:.3f}", adv=f"{log['adv'][-1]:.3f}")
+        report(step / c.steps, f"transfer {c.mode}: step {step}/{c.steps}")
+        if step % c.ckpt_every == 0 or step == c.steps:
+            grid()
+            save_state()
+    bar.close()
+
+    sha = save_model(paths["G"], G_ema, "stylegan2-g", G_ema.config, meta={"mode": c.mode, "step": step, "seed": c.seed})
+    tail = slice(-50, None)
+
+    def mean(values: list[float]) -> float | None:
+        v = [x for x in values[tail] if x == x]
+        return float(np.mean(v)) if v else None
+
+    summary = {
+        "signature": signature, "mode": c.mode, "steps": step, "generator": str(paths["G"]), "sha256": sha,
+        "grid": str(paths["latest_grid"]), "loss_g": mean(log["loss_g"]), "loss_d": mean(log["loss_d"]),
+        "adv_first": mean(log["adv"][:50]) if c.mode != "vanilla" else None, "adv_last": mean(log["adv"]),
+        "sec_per_step": seconds / max(step, 1), "device": str(device),
+        "ngd": None if adv is None or adv.projector is None else {
+            "projection": c.projection, "refreshes": adv.projector.refreshes,
+            "refresh_seconds": round(adv.refresh_seconds, 3), "projection_seconds": round(adv.projection_seconds, 3),
+            "unconverged_refreshes": adv.unconverged},
+    }
+    atomic.write_json(paths["summary"], summary)
+    return summary
