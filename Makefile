@@ -27,7 +27,7 @@ test: $(STAMP) chromium
 	$(PY) -m pytest -q -n 2 tests
 
 run: $(STAMP)
-	$(PY) -m ddcs_core example --out out/example
+	$(PY) app.py --runs runs --demo
 
 bench-app: $(STAMP)
 	$(PY) benchmarks/bench_app.py --browser

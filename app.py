@@ -1,4 +1,8 @@
-"""DDCS Explorer: `python app.py --runs DIR` serves the app over a run store (http://127.0.0.1:7860)."""
+"""DDCS Explorer: `python app.py --runs DIR` serves the app over a run store (http://127.0.0.1:7860).
+
+`--demo` also makes sure the store holds the demo attack run: created on first start from the shipped
+world and attacked in the background (its pools appear as they finish), resumed if it was interrupted.
+"""
 
 from __future__ import annotations
 
@@ -16,6 +20,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--share", action="store_true", help="also open a public gradio.live link (off by default)")
     p.add_argument("--auth", metavar="USER:PASSWORD", help="require this login")
     p.add_argument("--device", default="auto", help="device for jobs started from the app: auto, cpu, cuda, cuda:1 ...")
+    p.add_argument("--demo", action="store_true",
+                   help="create (first start) or finish the demo attack run on the shipped world in the background")
     return p.parse_args(argv)
 
 
@@ -34,9 +40,17 @@ def main(argv: list[str] | None = None) -> int:
         auth = parse_auth(args.auth)
         from ddcs_core.perceptual import resolve_device
         from ddcs_core.ui import build_app, launch
+        from ddcs_core.ui.views import Explorer
 
         resolve_device(args.device)
-        launch(build_app(args.runs, device=args.device), args.runs, host=args.host, port=args.port,
+        explorer = Explorer(args.runs, args.device)
+        if args.demo:
+            run = explorer.ensure_demo_run()
+            status = explorer.job_status(run.name)
+            if status is not None and status.active:
+                print(f"demo run {run.path}: attacking in the background; pools appear in the app as they finish "
+                      "(progress in the Run tab)", file=sys.stderr)
+        launch(build_app(args.runs, device=args.device, explorer=explorer), args.runs, host=args.host, port=args.port,
                share=args.share, auth=auth)
     except DDCSInputError as exc:
         print(f"error: {exc}", file=sys.stderr)

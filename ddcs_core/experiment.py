@@ -1,18 +1,25 @@
 """The paper's experiment as one resumable run: transfer → inversion → pools → evaluation → table.
 
-Steps, in order (each recorded in `<run>/steps.json` when finished, so a rerun skips it):
-  transfer-<mode>     fine-tune the world's generator (vanilla | entropy | ngd), resumable per checkpoint
+Steps (each recorded in `<run>/steps.json` when finished, so a rerun skips it):
   fid-<generator>     FID of the generator at fixed latents against public images (named features);
                       generators are `pretrained` (the world's) and the transferred `<mode>` ones
   invert-<generator>  Plug-and-Play inversion with the pre-trained generator (pool `vanilla`, the
                       paper's name) and with every transferred one (pool `transfer-<mode>`), resumable
                       per chunk
+  transfer-<mode>     fine-tune the world's generator (vanilla | entropy | ngd), resumable per checkpoint
   dual-<mode>         the paper's dual pool `dual-<mode>` = vanilla ∪ transfer-<mode>
   evaluate-<pool>     the engine's evaluation of every pool against the private targets
+  map                 UMAP coordinates of targets and every pool (the app's Map)
   table               `reproduction.md` and `reproduction.json`
+They run pool by pool: the pre-trained generator's pool first, then each mode's transfer, inversion,
+pools and evaluations, so a run that is still going (e.g. the app's first start) already shows
+finished pools.
 Everything random is seeded from the config (noise, batches, latents, augmentations), and the
-device is not part of the config, so a run resumed on another machine keeps its identity; on the
-CPU a rerun after a kill gives bit-identical results.
+device is not part of the config, so a run resumed on another machine keeps its identity. A rerun
+after a kill does exactly the work an uninterrupted run does: with deterministic kernels
+(`torch.backends.mkldnn.enabled = False` on the CPU, as the tests run) the results are bit-identical;
+with oneDNN's faster convolutions they agree to float rounding (oneDNN's summation order may depend
+on memory layout, so latents can differ in the last bits).
 """
 
 from __future__ import annotations
@@ -34,8 +41,10 @@ from ddcs_core.attacks import AttackResult, InversionConfig, dual_pool, invert
 from ddcs_core.attacks.fingerprint import module_digest
 from ddcs_core.data.images import ImageSet
 from ddcs_core.errors import DDCSInputError
+from ddcs_core.jobs import JobCancelled, Param, devices, register_job
+from ddcs_core.models.train_gan import save_grid
 from ddcs_core.runs import Run, RunStore
-from ddcs_core.transfer import MODES, TransferConfig, transfer, transfer_paths
+from ddcs_core.transfer import MODES, TransferConfig, grid_latents, transfer, transfer_paths
 
 Report = Callable[[float, str], None]
 PRETRAINED = "pretrained"  # the world's generator, before any transfer learning
@@ -53,8 +62,8 @@ DEFAULTS: dict = {
 }
 
 
-class StepCancelled(Exception):
-    """Raised by a job when `cancelled()` turned true; the step's state on disk resumes it later."""
+class StepCancelled(JobCancelled):
+    """Raised by a step when `cancelled()` turned true; the step's state on disk resumes it later."""
 
 
 @dataclass
@@ -185,12 +194,17 @@ class Experiment:
         return json.loads(path.read_text())
 
     def steps(self) -> list[tuple[str, Callable[[Report, Callable[[], bool]], None]]]:
-        out: list = [(f"transfer-{m}", lambda r, s, m=m: self.transfer_step(m, r, s)) for m in self.modes]
-        out += [(f"fid-{g}", lambda r, s, g=g: self.fid_step(g)) for g in self.generators()]
-        out += [(f"invert-{g}", lambda r, s, g=g: self.invert_step(g, r, s)) for g in self.generators()]
-        out += [(f"dual-{m}", lambda r, s, m=m: self.dual_step(m)) for m in self.modes]
-        out += [(f"evaluate-{p}", lambda r, s, p=p: self.evaluate_step(p)) for p in self.pools()]
-        out.append(("table", lambda r, s: self.table_step()))
+        def evaluate(pool: str) -> tuple:
+            return f"evaluate-{pool}", lambda r, s: self.evaluate_step(pool)
+
+        out: list = [(f"fid-{PRETRAINED}", lambda r, s: self.fid_step(PRETRAINED)),
+                     (f"invert-{PRETRAINED}", lambda r, s: self.invert_step(PRETRAINED, r, s)), evaluate(VANILLA_POOL)]
+        for m in self.modes:
+            out += [(f"transfer-{m}", lambda r, s, m=m: self.transfer_step(m, r, s)),
+                    (f"fid-{m}", lambda r, s, m=m: self.fid_step(m)),
+                    (f"invert-{m}", lambda r, s, m=m: self.invert_step(m, r, s)), evaluate(pool_name(m)),
+                    (f"dual-{m}", lambda r, s, m=m: self.dual_step(m)), evaluate(f"dual-{m}")]
+        out += [("map", self.map_step), ("table", lambda r, s: self.table_step())]
         return out
 
     def generators(self) -> list[str]:
@@ -215,13 +229,22 @@ class Experiment:
         atomic.write_json(self.run.path / STEPS_FILE, record)
         return True
 
-    def run_all(self) -> dict:
+    def run_all(self, report: Report | None = None, cancelled: Callable[[], bool] | None = None) -> dict:
+        """Every step not yet done, in order; `report` gets the whole run's fraction, `cancelled` is
+        checked between steps and inside the long ones (StepCancelled is raised, state kept)."""
+        say = report or (lambda f, m: None)
+        stop = cancelled or (lambda: False)
         names = [name for name, _ in self.steps()]
         for i, name in enumerate(names):
-            if self.run_step(name):
-                self.log(f"[run] {i + 1}/{len(names)} {name}: done in {self.record()[name]['seconds']:.1f} s")
+            if stop():
+                raise StepCancelled(f"run cancelled before step {name}; rerun to resume")
+            head = f"{i + 1}/{len(names)} {name}"
+            say(i / len(names), head)
+            if self.run_step(name, lambda f, m, i=i, head=head: say((i + f) / len(names), f"{head}: {m}"), stop):
+                self.log(f"[run] {head}: done in {self.record()[name]['seconds']:.1f} s")
             else:
-                self.log(f"[run] {i + 1}/{len(names)} {name}: already done")
+                self.log(f"[run] {head}: already done")
+        say(1.0, "all steps done")
         return self.record()
 
     # generators --------------------------------------------------------------------------------
@@ -248,7 +271,13 @@ class Experiment:
         from ddcs_core.pipeline import generator_samples
 
         c = self.config["fid"]
-        samples = generator_samples(self.generator(name), c["samples"], c["seed"])
+        G = self.generator(name)
+        if name == PRETRAINED:  # the starting point of every mode's grid, at the same fixed latents
+            grid = transfer_config(self.config, self.modes[0])
+            with torch.no_grad():
+                x = G(grid_latents(grid, G.z_dim).to(self.device), noise_mode="const")
+            save_grid(self.run.path / "grids" / f"{PRETRAINED}.png", x, grid.grid)
+        samples = generator_samples(G, c["samples"], c["seed"])
         public = self.world.public
         rng = np.random.default_rng(c["seed"])
         real = public[rng.choice(len(public), size=min(c["samples"], len(public)), replace=False)]
@@ -292,6 +321,14 @@ class Experiment:
         recon, _ = self.run.recon(pool)
         config = EvalConfig(**self.config["evaluation"], eval_model=self.world.evaluator_path, device=str(self.device))
         self.run.write_evaluation(pool, evaluate_sets(self.world.targets, recon, config, progress=self.progress))
+
+    def map_step(self, report: Report, cancelled: Callable[[], bool]) -> None:
+        from ddcs_core.embedding_map import MapCancelled, ensure_map
+
+        try:
+            ensure_map(self.run, device=str(self.device), report=report, cancelled=cancelled)
+        except MapCancelled:
+            raise StepCancelled("map cancelled; rerun to compute it") from None
 
     def table_step(self) -> None:
         from ddcs_core.reproduce import reproduction_table, to_markdown
@@ -350,9 +387,14 @@ def _experiment_for(run: Run, device: str, progress: bool = False) -> Experiment
     return Experiment(run, world, config["experiment"], dev, progress, log=lambda m: None)
 
 
+def experiment_job(run: Run, params: dict, report: Report, cancelled: Callable[[], bool]) -> None:
+    """Job: every step of the run not yet done (transfer, inversion, pools, evaluation, map, table)."""
+    _experiment_for(run, params.get("device", "auto")).run_all(report, cancelled)
+
+
 def transfer_job(run: Run, params: dict, report: Report, cancelled: Callable[[], bool]) -> None:
     """Job: transfer-learn the run's generator in mode params['mode'] (resumes; raises StepCancelled
-    on cancel). params: mode, device (default auto)."""
+    on cancel), then its FID at the fixed latents. params: mode, device (default auto)."""
     mode = params.get("mode")
     if mode not in MODES:
         raise DDCSInputError(f"parameter 'mode' must be one of {MODES}, got {mode!r}")
@@ -378,3 +420,72 @@ def invert_job(run: Run, params: dict, report: Report, cancelled: Callable[[], b
             experiment.run_step(f"dual-{mode}")
             experiment.run_step(f"evaluate-dual-{mode}")
     report(1.0, f"inversion with {name}: done")
+
+
+# New runs from the app and the demo run ------------------------------------------------------------
+DEMO_CONFIG = Path(__file__).resolve().parents[1] / "assets" / "configs" / "demo.yaml"
+DEMO_RUN = "demo"
+
+
+@dataclass(frozen=True)
+class AttackSettings:
+    """The main settings a user changes when starting an attack run from the app (the rest: demo.yaml)."""
+
+    modes: tuple[str, ...] = MODES
+    steps: int = 300
+    lam: float = 0.03
+    projection: str = "reference"
+    k: int = 20
+    mu: float = 1e-2
+    final_per_class: int = 4
+    classes: int = 0  # 0: every private identity
+    seed: int = 0
+
+    def apply(self, config: dict) -> dict:
+        """`config` (a demo-style experiment config) with these settings written over it, re-validated."""
+        raw = copy.deepcopy(config)
+        raw["seed"] = self.seed
+        for section in ("transfer", "inversion", "evaluation"):
+            raw[section].pop("seed", None)  # re-derived from the new seed
+        raw["transfer"].update(modes=list(self.modes), steps=self.steps, lam=self.lam, projection=self.projection,
+                               k=self.k, mu=self.mu)
+        raw["inversion"]["final_per_class"] = self.final_per_class
+        raw["classes"] = "all" if self.classes == 0 else self.classes
+        return resolve_config(raw, "attack settings")
+
+
+def create_attack_run(runs_dir: str | Path, name: str, settings: AttackSettings | None = None,
+                      base_config: str | Path | None = None, device: str = "auto", progress: bool = False) -> Run:
+    """A new experiment run on the demo world: `base_config` (default demo.yaml) with `settings` over
+    it (None: as is)."""
+    config = load_config(base_config or DEMO_CONFIG)
+    if settings is not None:
+        config = settings.apply(config)
+    config["name"] = name
+    from ddcs_core.perceptual import resolve_device
+
+    world = load_demo_world(config, resolve_device(device), progress)
+    return open_experiment(config, world, runs_dir, name, device, progress, log=lambda m: None).run
+
+
+def _run_modes(run: Run | None) -> list[str]:
+    return list(((run.config if run is not None and run.exists() else {}).get("experiment") or {})
+                .get("transfer", {}).get("modes", []))
+
+
+def _run_generators(run: Run | None) -> list[str]:
+    modes = _run_modes(run)
+    return [PRETRAINED, *modes] if modes else []
+
+
+_DEVICE = Param("device", "Device", "choice", default="auto", choices=devices)
+register_job("attack", experiment_job, [_DEVICE],
+             "Run (or resume) every remaining step of this attack run: transfer learning in each mode, "
+             "inversion with every generator, the dual pools, their evaluation, the map and the table.")
+register_job("transfer", transfer_job, [
+    Param("mode", "Transfer mode", "choice", choices=_run_modes, help="vanilla | entropy | ngd, as the run defines them"),
+    _DEVICE], "Transfer-learn the run's generator in one mode (resumes from its last checkpoint), then its FID.")
+register_job("invert", invert_job, [
+    Param("generator", "Generator", "choice", choices=_run_generators,
+          help="pretrained: the world's generator (pool vanilla); a mode: its transferred generator"),
+    _DEVICE], "Plug-and-Play inversion with one generator, then the evaluation of its pool and dual pool.")

@@ -40,7 +40,7 @@ JOB_FILE = "job.json"
 MAX_LOG_LINES = 1000
 ACTIVE = ("queued", "running")
 # Modules that register job kinds when imported (attack code); missing ones are skipped.
-JOB_MODULES = ("ddcs_core.transfer", "ddcs_core.attacks")
+JOB_MODULES = ("ddcs_core.experiment",)
 
 
 class JobCancelled(Exception):

@@ -67,7 +67,7 @@ def reproduction_table(run: Run) -> dict:
     if pre:
         transfer.insert(0, {"mode": PRETRAINED, "steps": 0, "sec_per_step": None, "adv_first": None,
                             "adv_last": None, "gen_fid": pre["fid"], "projection": None,
-                            "grid": f"grids/{(run.config.get('experiment') or {}).get('transfer', {}).get('modes', ['vanilla'])[0]}/step-0000.png"})
+                            "grid": f"grids/{PRETRAINED}.png"})
     notes = [f"Gen. FID: generator samples at fixed latents vs public images, features {', '.join(sorted(features)) or '—'}"]
     notes += [f"Evaluation profile: {p}" for p in sorted(eval_profiles)]
     return {"run": str(run.path), "pools": rows, "transfer": transfer, "notes": notes}

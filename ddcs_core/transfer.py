@@ -23,8 +23,8 @@ raw P g (the paper's code; its size depends on the eigenvalues' units).
 Fixed evaluation latents: every mode draws the same grid latents (from `grid_seed`) and saves
 `<out>/grids/<mode>/step-XXXX.png` at step 0 and at every checkpoint, plus the latest as
 `<out>/grids/<mode>.png`, so artifacts compare side by side. State (`<out>/transfer/<mode>/state.pt`)
-is written atomically at every checkpoint; a rerun resumes from it and, on CPU, ends bit-identical to
-an uninterrupted run.
+is written atomically at every checkpoint; a rerun resumes from it and, with deterministic CPU kernels,
+ends bit-identical to an uninterrupted run (see experiment.py on oneDNN).
 """
 
 from __future__ import annotations
@@ -251,6 +251,11 @@ def _check_images(images: np.ndarray, resolution: int) -> np.ndarray:
     return images
 
 
+def grid_latents(config: TransferConfig, z_dim: int) -> torch.Tensor:
+    """The fixed evaluation latents (grid² of them, from `grid_seed`) every mode's grid is drawn at."""
+    return torch.randn(config.grid**2, z_dim, generator=torch.Generator().manual_seed(config.grid_seed))
+
+
 def transfer_paths(out_dir: str | Path, mode: str) -> dict[str, Path]:
     out = Path(out_dir)
     work = out / "transfer" / mode
@@ -335,7 +340,7 @@ def transfer(
         adv.prepare_reference(G)
 
     data = torch.from_numpy(images).to(device)
-    fixed_z = torch.randn(c.grid**2, G.z_dim, generator=torch.Generator().manual_seed(c.grid_seed)).to(device)
+    fixed_z = grid_latents(c, G.z_dim).to(device)
 
     def grid() -> None:
         with torch.no_grad():

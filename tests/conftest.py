@@ -28,3 +28,15 @@ def _private_cache(tmp_path_factory):
         os.environ.pop("DDCS_CACHE", None)
     else:
         os.environ["DDCS_CACHE"] = old
+
+
+@pytest.fixture(scope="module")
+def deterministic_cpu():
+    """One thread and no oneDNN, for tests that compare runs bit for bit: oneDNN's convolutions round
+    differently with the process's memory history, which would hide whether resuming itself is exact."""
+    before = torch.get_num_threads(), torch.backends.mkldnn.enabled
+    torch.set_num_threads(1)
+    torch.backends.mkldnn.enabled = False
+    yield
+    torch.set_num_threads(before[0])
+    torch.backends.mkldnn.enabled = before[1]

@@ -21,12 +21,7 @@ from ddcs_core.errors import DDCSInputError
 from tests.tiny_world import RES, tiny_classifier, tiny_gan
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("deterministic_cpu")
 
 
 def test_random_transform_identity_flip_and_gradients():

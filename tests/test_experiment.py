@@ -5,10 +5,12 @@ import json
 import numpy as np
 import pytest
 import torch
+import yaml
 
 import ddcs_core.attacks.inversion as invert_module
 import ddcs_core.transfer as transfer_module
 from ddcs_core import experiment
+from ddcs_core.embedding_map import map_is_current
 from ddcs_core.errors import DDCSInputError
 from ddcs_core.experiment import AttackWorld, StepCancelled, invert_job, open_experiment, resolve_config, transfer_job
 from ddcs_core.models.checkpoints import save_model
@@ -27,12 +29,7 @@ CONFIG = {
 POOLS = ["dual-entropy", "dual-ngd", "dual-vanilla", "transfer-entropy", "transfer-ngd", "transfer-vanilla", "vanilla"]
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("deterministic_cpu")
 
 
 @pytest.fixture(scope="module")
@@ -73,6 +70,10 @@ def test_resume_after_kills_equals_uninterrupted_run(world, tmp_path, monkeypatc
     assert all(s["done"] for s in steps.values()) and "table" in steps
     for mode in ("vanilla", "entropy", "ngd"):
         assert (full.path / "grids" / mode / "step-0002.png").is_file()
+    # the pre-trained generator's grid is every mode's starting point, at the same latents
+    assert (full.path / "grids" / "pretrained.png").read_bytes() == (full.path / "grids" / "ngd" / "step-0000.png").read_bytes()
+    assert list(steps)[:3] == ["fid-pretrained", "invert-pretrained", "evaluate-vanilla"]  # first pool first
+    assert map_is_current(full)  # the Map covers every pool
     dual, _ = full.recon("dual-ngd")
     assert len(dual) == len(full.recon("vanilla")[0]) + len(full.recon("transfer-ngd")[0])
     table = reproduction_table(full)
@@ -98,10 +99,10 @@ def test_resume_after_kills_equals_uninterrupted_run(world, tmp_path, monkeypatc
     monkeypatch.setattr(invert_module, "optimize_latents", dying_opt)
     with pytest.raises(RuntimeError, match="killed"):
         run_all(world, tmp_path / "b")
-    assert (tmp_path / "b" / "tiny" / "transfer" / "ngd" / "state.pt").is_file()
+    assert (tmp_path / "b" / "tiny" / "work" / "invert" / "vanilla" / "opt-0000.pt").is_file()
     with pytest.raises(RuntimeError, match="killed"):
         run_all(world, tmp_path / "b")
-    assert (tmp_path / "b" / "tiny" / "work" / "invert" / "vanilla" / "opt-0000.pt").is_file()
+    assert (tmp_path / "b" / "tiny" / "transfer" / "ngd" / "state.pt").is_file()
     resumed = run_all(world, tmp_path / "b")
     assert_same_runs(full, resumed)
 
@@ -147,3 +148,40 @@ def test_demo_configs_load():
     assert damped["transfer"]["projection"] == "damped" and damped["inversion"] == cfg["inversion"]
     with pytest.raises(DDCSInputError, match="not found"):
         experiment.load_config(folder / "missing.yaml")
+
+
+def test_attack_runs_from_the_app_and_the_demo_run(world, tmp_path, monkeypatch):
+    from ddcs_core.ui.views import Explorer
+
+    monkeypatch.setattr(experiment, "load_demo_world", lambda config, device, progress=True: world)
+    base = tmp_path / "tiny.yaml"
+    base.write_text(yaml.safe_dump(CONFIG))
+    monkeypatch.setattr(experiment, "DEMO_CONFIG", base)
+    ex = Explorer(tmp_path / "runs", "cpu")
+    settings = {"modes": ["ngd"], "steps": 1, "lam": 0.1, "projection": "damped", "k": 2, "mu": 0.05,
+                "final_per_class": 1, "classes": 2, "seed": 3}
+    run = ex.new_attack_run("mine", settings)
+    assert ex.cancel_job("mine")  # cancelled between steps: recorded as such, the finished steps kept
+    assert ex.runner.wait(run, 120).state == "cancelled"
+    ex.start_job("mine", "attack", {"device": "cpu"})
+    status = ex.runner.wait(run, 300)
+    assert status.state == "done" and status.progress == 1.0, status.log
+    cfg = run.config["experiment"]
+    assert (cfg["transfer"]["modes"], cfg["transfer"]["projection"], cfg["transfer"]["k"], cfg["classes"]) == (["ngd"], "damped", 2, 2)
+    assert cfg["transfer"]["seed"] == cfg["inversion"]["seed"] == 3 and cfg["inversion"]["final_per_class"] == 1
+    assert run.pools() == ["dual-ngd", "transfer-ngd", "vanilla"]
+    assert sorted(run.recon("vanilla")[0].labels.tolist()) == [0, 1]  # 2 classes x 1 sample
+    with pytest.raises(DDCSInputError, match="taken"):
+        ex.new_attack_run("mine", settings)
+    with pytest.raises(DDCSInputError, match="at least one transfer mode"):
+        ex.new_attack_run("other", {**settings, "modes": []})
+    with pytest.raises(DDCSInputError, match="transfer.projection"):
+        ex.new_attack_run("other", {**settings, "projection": "exact"})
+    assert not (tmp_path / "runs" / "other").exists()
+
+    demo = ex.ensure_demo_run(progress=False)  # first start: created, attacked in the background
+    assert demo.name == "demo" and ex.runner.wait(demo, 300).state == "done"
+    assert demo.pools() == POOLS and (demo.path / "reproduction.md").is_file()
+    first = ex.job_status("demo").id
+    ex.ensure_demo_run(progress=False)  # finished: left alone
+    assert ex.job_status("demo").id == first

@@ -13,12 +13,7 @@ from ddcs_core.transfer import AdversarialTerm, TransferConfig, image_gradient, 
 from tests.tiny_world import RES, public_images, tiny_classifier, tiny_embed, tiny_gan
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("deterministic_cpu")
 
 
 def fake_images(n: int = 3, seed: int = 0) -> torch.Tensor:

@@ -19,13 +19,15 @@ os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")  # no calls home, als
 import gradio as gr  # noqa: E402
 
 from ddcs_core.errors import DDCSInputError  # noqa: E402
-from ddcs_core.jobs import JobStatus, job_kinds, load_job_modules  # noqa: E402
+from ddcs_core.experiment import AttackSettings  # noqa: E402
+from ddcs_core.jobs import JobStatus, devices, job_kinds, load_job_modules  # noqa: E402
 from ddcs_core.ui import render, rows  # noqa: E402
 from ddcs_core.ui.scripts import MAP_PREVIEW, OPEN_ON_CLICK  # noqa: E402
 from ddcs_core.ui.style import CSS, theme  # noqa: E402
 from ddcs_core.ui.views import DEFENSE_SHOWN, Explorer  # noqa: E402
 
 PREVIEW_EMPTY = '<div class="ddcs-preview"><div class="ddcs-preview-cap">Hover a point to see its image.<br>Click a point to open its target.</div></div>'
+ATTACK = AttackSettings()
 INTRO = ("<h1>DDCS Explorer</h1><p>Sample-level evaluation of model inversion attacks: which private training "
          "samples an attack reconstructed, how closely, and which it missed.</p>")
 
@@ -142,6 +144,27 @@ def build_app(runs_dir: str | Path = "runs", device: str = "auto", explorer: Exp
 
                 job_html = gr.HTML()
                 job_log = gr.Textbox(label="Log", lines=10, max_lines=10, interactive=False, autoscroll=True)
+                with gr.Accordion("New attack run on the demo world", open=False, elem_id="ddcs-new-attack"):
+                    gr.Markdown("Transfer learning in the chosen modes, inversion with every generator, dual pools "
+                                "and their evaluation, as `assets/configs/demo.yaml` with these settings. It becomes "
+                                "a new run; its progress shows above.")
+                    with gr.Row():
+                        at_name = gr.Textbox(label="Run name (optional)", placeholder="attack-ngd-k10")
+                        at_modes = gr.CheckboxGroup(list(ATTACK.modes), value=list(ATTACK.modes), label="Transfer modes")
+                        at_proj = gr.Radio(["reference", "damped"], value=ATTACK.projection, label="NGD projection",
+                                           info="reference: basis at fixed latents (paper) · damped: refreshed, keeps the complement")
+                    with gr.Row():
+                        at_steps = gr.Number(ATTACK.steps, label="Transfer steps", precision=0, minimum=1)
+                        at_lam = gr.Number(ATTACK.lam, label="λ (entropy weight)", minimum=0)
+                        at_k = gr.Number(ATTACK.k, label="k (eigenpairs)", precision=0, minimum=1)
+                        at_mu = gr.Number(ATTACK.mu, label="μ (damping)", minimum=0)
+                        at_n = gr.Number(ATTACK.final_per_class, label="Samples per class", precision=0, minimum=1)
+                        at_classes = gr.Number(ATTACK.classes, label="Classes (0: all)", precision=0, minimum=0)
+                        at_seed = gr.Number(ATTACK.seed, label="Seed", precision=0)
+                        at_device = gr.Dropdown(devices(), value=ex.device if ex.device in devices() else "auto",
+                                                label="Device")
+                    at_b = gr.Button("Create the run and start the attack", variant="primary", scale=0, min_width=320)
+                    at_msg = gr.HTML()
             with gr.Tab("Defense", id="defense") as tab_defense:
                 gr.Markdown("### Most exposed training samples\nRanked by how closely an attack reconstructed them "
                             "(smallest d_tar first): the samples a data owner should worry about.")
@@ -326,6 +349,15 @@ def build_app(runs_dir: str | Path = "runs", device: str = "auto", explorer: Exp
                     tab_st: "run", open_st: st.id if st else "", **part_run(c, keep_pool=False), **part_job(c),
                     ev_msg: render.notice(f"Run {run.name} created in {ex.store.root}; evaluating it now.")}
 
+        @user_errors(box=at_msg)
+        def on_attack(name, modes, projection, steps, lam, k, mu, per_class, classes, seed, device, *vals):
+            settings = {"modes": modes, "projection": projection, "steps": steps, "lam": lam, "k": k, "mu": mu,
+                        "final_per_class": per_class, "classes": classes, "seed": seed}
+            run = ex.new_attack_run(name, settings, device)
+            c = Ctx(*vals)._replace(run=run.name, tab="run")
+            return {run_dd: gr.Dropdown(choices=ex.run_names(), value=run.name), **part_run(c, keep_pool=False),
+                    **part_job(c), at_msg: render.notice(f"Run {run.name} created in {ex.store.root}; attacking now.")}
+
         # wiring: each event lists only what it can change; quick browsing events skip the queue (their
         # errors show in the view's own box, since warnings need the queue) ------------------------------
         targets_out = [summary, gallery, page_md, page_st]
@@ -357,6 +389,8 @@ def build_app(runs_dir: str | Path = "runs", device: str = "auto", explorer: Exp
         map_b.click(on_map_job, ctx_in, job_out)
         timer.tick(on_tick, [*ctx_in, seen_st, open_st], every, show_progress="hidden")
         ev_b.click(on_evaluate, [ev_targets, ev_recon, ev_name, ev_profile, ev_device, *ctx_in], every)
+        at_b.click(on_attack, [at_name, at_modes, at_proj, at_steps, at_lam, at_k, at_mu, at_n, at_classes, at_seed,
+                               at_device, *ctx_in], [*every, at_msg])
         kind_dd.change(Explorer.kind_help, kind_dd, kind_md)
 
     return demo

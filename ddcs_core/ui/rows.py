@@ -23,7 +23,7 @@ from ddcs_core.ui.rundata import RunData
 ALL_CLASSES = "All classes"
 STATUSES = ("All", "Unmatched", "Matched")
 ALL_POOLS = "All pools (closest of any)"
-GRID_ORDER = ("vanilla", "entropy", "ngd")
+GRID_ORDER = ("pretrained", "vanilla", "entropy", "ngd")
 GRID_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp")
 
 

@@ -7,6 +7,7 @@ input arrive here as DDCSInputError and leave as messages for the user.
 
 from __future__ import annotations
 
+import json
 import re
 from html import escape
 from datetime import datetime
@@ -187,6 +188,41 @@ class Explorer:
         if spec is None:
             return ""
         return spec.description
+
+    # attack runs ---------------------------------------------------------------------------------------
+    def new_attack_run(self, name: str, settings: dict, device: str | None = None) -> Run:
+        """A new experiment run on the demo world with these settings (AttackSettings' fields), its
+        'attack' job started."""
+        from ddcs_core.experiment import AttackSettings, create_attack_run
+
+        name = (name or "").strip() or f"attack-{datetime.now().strftime('%Y%m%d-%H%M%S')}"
+        check_name(name)
+        if self.store.run(name).exists():
+            raise DDCSInputError(f"run name {name!r} is taken in {self.store.root}; pick another")
+        try:
+            chosen = AttackSettings(**{k: tuple(v) if k == "modes" else v for k, v in settings.items()})
+        except TypeError as exc:
+            raise DDCSInputError(f"attack settings: {exc}") from exc
+        if not chosen.modes:
+            raise DDCSInputError("pick at least one transfer mode")
+        run = create_attack_run(self.store.root, name, chosen, device=device or self.device)
+        self.runner.start(run, "attack", {"device": device or self.device})
+        return run
+
+    def ensure_demo_run(self, progress: bool = True) -> Run:
+        """The demo run (assets/configs/demo.yaml on the shipped world): created if missing and its
+        remaining steps started as a job, so the app shows pools as they finish."""
+        from ddcs_core.experiment import DEMO_RUN, STEPS_FILE, create_attack_run
+
+        run = self.store.run(DEMO_RUN)
+        if not run.exists():
+            run = create_attack_run(self.store.root, DEMO_RUN, device=self.device, progress=progress)
+        done = run.path / STEPS_FILE
+        finished = done.is_file() and json.loads(done.read_text()).get("table", {}).get("done")
+        status = self.runner.status(run)
+        if not finished and not (status is not None and status.active):
+            self.runner.start(run, "attack", {"device": self.device})
+        return run
 
     # evaluate -----------------------------------------------------------------------------------------
     def import_folders(self, targets_path: str, recon_path: str, name: str = "", profile: str = "fast",
