@@ -189,6 +189,10 @@ def _add_run(sub) -> None:
     p.add_argument("--runs", default="runs", help="run store folder (default runs)")
     p.add_argument("--name", help="run name (default: the config's name); rerun the same name to resume")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1 ...")
+    p.add_argument("--only", help="comma-separated steps to run, e.g. transfer-ngd,fid-ngd (default: every step "
+                                  "not yet done; the names are those in <run>/steps.json)")
+    p.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE", dest="overrides",
+                   help="change one config value, e.g. --set transfer.lam=0.3 --set name=ngd-lam0.3 (repeatable)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
 
 
@@ -197,7 +201,9 @@ def _run_run(args) -> int:
     from ddcs_core.reproduce import reproduction_table, to_text
 
     t = time.perf_counter()
-    run = run_experiment(args.config, args.runs, args.name, args.device, progress=not args.quiet)
+    only = [s.strip() for s in args.only.split(",") if s.strip()] if args.only else None
+    run = run_experiment(args.config, args.runs, args.name, args.device, progress=not args.quiet, only=only,
+                         overrides=args.overrides)
     print(to_text(reproduction_table(run)))
     print(f"run {run.path} complete in {time.perf_counter() - t:.1f} s this session "
           f"(steps: {run.path / 'steps.json'}; `python -m ddcs_core reproduce --run {run.path}`)")

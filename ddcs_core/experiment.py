@@ -79,8 +79,9 @@ class AttackWorld:
     provenance: dict
 
 
-def load_config(path: str | Path) -> dict:
-    """A YAML experiment config merged over DEFAULTS and validated."""
+def load_config(path: str | Path, overrides: list[str] | None = None) -> dict:
+    """A YAML experiment config, with `overrides` ("section.key=value", value in YAML) written over
+    it, merged over DEFAULTS and validated."""
     path = Path(path)
     if not path.is_file():
         raise DDCSInputError(f"--config {path}: file not found")
@@ -90,7 +91,28 @@ def load_config(path: str | Path) -> dict:
         raise DDCSInputError(f"--config {path}: not valid YAML ({e})") from e
     if not isinstance(raw, dict):
         raise DDCSInputError(f"--config {path}: must be a mapping of sections")
-    return resolve_config(raw, str(path))
+    for item in overrides or []:
+        apply_override(raw, item)
+    return resolve_config(raw, str(path) + "".join(f" --set {o}" for o in overrides or []))
+
+
+def apply_override(raw: dict, item: str) -> None:
+    """Set `a.b.c=value` in the nested mapping `raw` (value parsed as YAML: 0.3, [ngd], true, text)."""
+    key, sep, text = item.partition("=")
+    parts = key.strip().split(".")
+    if not sep or not all(parts):
+        raise DDCSInputError(f"--set {item!r}: expected section.key=value, e.g. transfer.lam=0.3")
+    try:
+        value = yaml.safe_load(text)
+    except yaml.YAMLError as e:
+        raise DDCSInputError(f"--set {item!r}: the value is not valid YAML ({e})") from e
+    node = raw
+    for part in parts[:-1]:
+        child = node.setdefault(part, {})
+        if not isinstance(child, dict):
+            raise DDCSInputError(f"--set {item!r}: {part!r} is not a section")
+        node = child
+    node[parts[-1]] = value
 
 
 def resolve_config(raw: dict, source: str = "config") -> dict:
@@ -229,12 +251,19 @@ class Experiment:
         atomic.write_json(self.run.path / STEPS_FILE, record)
         return True
 
-    def run_all(self, report: Report | None = None, cancelled: Callable[[], bool] | None = None) -> dict:
-        """Every step not yet done, in order; `report` gets the whole run's fraction, `cancelled` is
-        checked between steps and inside the long ones (StepCancelled is raised, state kept)."""
+    def run_all(self, report: Report | None = None, cancelled: Callable[[], bool] | None = None,
+                only: list[str] | None = None) -> dict:
+        """Every step not yet done (or only those named in `only`), in order; `report` gets the whole
+        run's fraction, `cancelled` is checked between steps and inside the long ones (StepCancelled is
+        raised, state kept)."""
         say = report or (lambda f, m: None)
         stop = cancelled or (lambda: False)
         names = [name for name, _ in self.steps()]
+        if only is not None:
+            unknown = sorted(set(only) - set(names))
+            if unknown:
+                raise DDCSInputError(f"unknown steps {unknown} (steps: {', '.join(names)})")
+            names = [name for name in names if name in only]
         for i, name in enumerate(names):
             if stop():
                 raise StepCancelled(f"run cancelled before step {name}; rerun to resume")
@@ -362,14 +391,15 @@ def open_experiment(config: dict, world: AttackWorld, runs_dir: str | Path, name
 
 
 def run_experiment(config_path: str | Path, runs_dir: str | Path = "runs", name: str | None = None,
-                   device: str = "auto", progress: bool = True, log: Callable[[str], None] = print) -> Run:
-    """The CLI's `run`: the demo world, every step not yet done, the run folder."""
+                   device: str = "auto", progress: bool = True, log: Callable[[str], None] = print,
+                   only: list[str] | None = None, overrides: list[str] | None = None) -> Run:
+    """The CLI's `run`: the demo world, every step not yet done (or those in `only`), the run folder."""
     from ddcs_core.perceptual import resolve_device
 
-    config = load_config(config_path)
+    config = load_config(config_path, overrides)
     world = load_demo_world(config, resolve_device(device), progress)
     experiment = open_experiment(config, world, runs_dir, name, device, progress, log)
-    experiment.run_all()
+    experiment.run_all(only=only)
     return experiment.run
 
 

@@ -53,12 +53,19 @@ from ddcs_core.geometry.ngd import NGDBasis, NGDConfig, NGDProjector
 from ddcs_core.models.checkpoints import (
     capture_rng,
     load_training_state,
-    restore_rng,
     save_model,
     save_training_state,
 )
 from ddcs_core.models.stylegan2 import Discriminator, Generator
-from ddcs_core.models.train_gan import ema_update, gan_config, gan_step, make_optimizers, real_batch, save_grid
+from ddcs_core.models.train_gan import (
+    ema_update,
+    gan_config,
+    gan_step,
+    load_gan_state,
+    make_optimizers,
+    real_batch,
+    save_grid,
+)
 
 log = logging.getLogger(__name__)
 
@@ -322,12 +329,7 @@ def transfer(
             raise DDCSInputError(f"transfer state {paths['state']} belongs to a different run (differs in {diff}); "
                                  f"delete {paths['work']} to start over")
         try:
-            G.load_state_dict(state["G"])
-            D.load_state_dict(state["D"])
-            G_ema.load_state_dict(state["G_ema"])
-            opt_g.load_state_dict(state["opt_g"])
-            opt_d.load_state_dict(state["opt_d"])
-            restore_rng(state["rng"], gen, device)
+            load_gan_state(state, G, D, G_ema, opt_g, opt_d, gen, device)
             step, seconds = int(state["step"]), float(state["seconds"])
             log = {k: v.tolist() for k, v in state["log"].items()}
             if adv is not None:

@@ -2,8 +2,8 @@
 
 Needs the Debian packages chromium + chromium-driver (/usr/bin/chromium) and the pip package
 playwright (its own browser download is never used). Skipped, with the reason, where Chromium cannot
-start. With DDCS_SCREENSHOTS=DIR set, test_screenshots also saves one PNG per view into DIR (on LFW
-faces when the shared datasets are there).
+start. With DDCS_SCREENSHOTS=DIR set, test_screenshots also saves one PNG per view into DIR, of the run
+DDCS_SCREENSHOT_RUN (e.g. runs/demo) or else of a sample run on LFW faces when the shared datasets are there.
 """
 
 from __future__ import annotations
@@ -124,11 +124,16 @@ def test_screenshots(browser, tmp_path):
     out = Path(os.environ["DDCS_SCREENSHOTS"])
     out.mkdir(parents=True, exist_ok=True)
     lfw = Path(os.environ.get("DDCS_DATA", Path(__file__).resolve().parents[2] / "shared" / "datasets")) / "lfw-deepfunneled"
-    store = RunStore(tmp_path / "runs")
-    run = build_sample_run(store, "lfw-sample" if lfw.is_dir() else "sample", n_classes=6, per_class=8,
-                           recon_per_class=6, pools=("vanilla", "entropy", "ngd"), size=64,
-                           faces=lfw if lfw.is_dir() else None)
-    compute_map(run, device="cpu", n_neighbors=10)
+    if os.environ.get("DDCS_SCREENSHOT_RUN"):  # a real run, e.g. runs/demo: its store is served as it is
+        given = Path(os.environ["DDCS_SCREENSHOT_RUN"])
+        store, run = RunStore(given.parent), RunStore(given.parent).run(given.name)
+        assert run.exists(), f"{given}: not a run"
+    else:
+        store = RunStore(tmp_path / "runs")
+        run = build_sample_run(store, "lfw-sample" if lfw.is_dir() else "sample", n_classes=6, per_class=8,
+                               recon_per_class=6, pools=("vanilla", "entropy", "ngd"), size=64,
+                               faces=lfw if lfw.is_dir() else None)
+        compute_map(run, device="cpu", n_neighbors=10)
     page = browser
     for url, _ in _serve(store, run):
         page.goto(url)
@@ -142,7 +147,9 @@ def test_screenshots(browser, tmp_path):
                 page.wait_for_selector("#ddcs-map .scatterlayer .point")
                 page.mouse.move(*_point(page, "targets unmatched"))
                 page.wait_for_selector("#ddcs-preview img")
-            if view == "Run":  # a real job, so the progress bar and the log have something to show
+            if view == "Run" and os.environ.get("DDCS_SCREENSHOT_RUN"):  # the attack settings of a new run
+                page.get_by_text("New attack run on the demo world").click()
+            elif view == "Run":  # a real job, so the progress bar and the log have something to show
                 page.get_by_role("button", name="Start evaluate").click()
                 page.wait_for_selector(".ddcs-job-done", timeout=120_000)
             time.sleep(1.5)

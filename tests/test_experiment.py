@@ -111,6 +111,10 @@ def test_jobs_run_steps_and_cancel(world, tmp_path, monkeypatch):
     monkeypatch.setattr(experiment, "load_demo_world", lambda config, device, progress=True: world)
     exp = open_experiment(resolve_config(CONFIG), world, tmp_path, "jobs", device="cpu", progress=False)
     run = exp.run
+    exp.run_all(only=["fid-pretrained"])
+    assert list(json.loads((run.path / "steps.json").read_text())) == ["fid-pretrained"]
+    with pytest.raises(DDCSInputError, match="unknown steps"):
+        exp.run_all(only=["transfer-gan"])
     fractions = []
     with pytest.raises(StepCancelled):
         transfer_job(run, {"mode": "entropy", "device": "cpu"}, lambda f, m: fractions.append(f), lambda: True)
@@ -148,6 +152,13 @@ def test_demo_configs_load():
     assert damped["transfer"]["projection"] == "damped" and damped["inversion"] == cfg["inversion"]
     with pytest.raises(DDCSInputError, match="not found"):
         experiment.load_config(folder / "missing.yaml")
+    tuned = experiment.load_config(folder / "demo.yaml", ["transfer.lam=0.3", "transfer.modes=[ngd]", "name=ngd-lam"])
+    assert (tuned["transfer"]["lam"], tuned["transfer"]["modes"], tuned["name"]) == (0.3, ["ngd"], "ngd-lam")
+    assert tuned["inversion"] == cfg["inversion"]
+    for bad, match in (("transfer.lam", "section.key=value"), ("name.x=1", "not a section"),
+                       ("transfer.gamma=2", "unknown transfer keys")):
+        with pytest.raises(DDCSInputError, match=match):
+            experiment.load_config(folder / "demo.yaml", [bad])
 
 
 def test_attack_runs_from_the_app_and_the_demo_run(world, tmp_path, monkeypatch):

@@ -199,6 +199,17 @@ def gan_step(
             "extra": float("nan") if extra is None else extra.item()}
 
 
+def load_gan_state(state: dict, G: Generator, D: Discriminator, G_ema: Generator, opt_g: torch.optim.Optimizer,
+                   opt_d: torch.optim.Optimizer, gen: torch.Generator, device: torch.device) -> None:
+    """Weights, optimiser moments and RNG of a saved GAN training state, in place (KeyError if incomplete)."""
+    G.load_state_dict(state["G"])
+    D.load_state_dict(state["D"])
+    G_ema.load_state_dict(state["G_ema"])
+    opt_g.load_state_dict(state["opt_g"])
+    opt_d.load_state_dict(state["opt_d"])
+    restore_rng(state["rng"], gen, device)
+
+
 def ema_update(G_ema: Generator, G: Generator, cfg: dict, step: int, batch_size: int) -> None:
     """EMA of G after `step` steps, with StyleGAN2's ramp-up of the half-life."""
     ema_nimg = min(cfg["ema_kimg"] * 1000, step * batch_size * cfg["ema_rampup"])
@@ -262,12 +273,7 @@ def train_gan(
         if state.get("step", 0) > steps:
             raise DDCSInputError(f"training state {state_path} is at step {state['step']} > steps={steps}")
         try:
-            G.load_state_dict(state["G"])
-            D.load_state_dict(state["D"])
-            G_ema.load_state_dict(state["G_ema"])
-            opt_g.load_state_dict(state["opt_g"])
-            opt_d.load_state_dict(state["opt_d"])
-            restore_rng(state["rng"], gen, device)
+            load_gan_state(state, G, D, G_ema, opt_g, opt_d, gen, device)
             step, train_seconds = state["step"], state["train_seconds"]
             log = {k: v.tolist() for k, v in state["log"].items()}
         except (KeyError, RuntimeError, ValueError) as e:
