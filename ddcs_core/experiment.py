@@ -295,7 +295,8 @@ class Experiment:
             raise StepCancelled(f"transfer {mode} cancelled; its state resumes it")
 
     def fid_step(self, name: str) -> None:
-        from ddcs_core.metrics import fid
+        from ddcs_core.features import classifier_outputs
+        from ddcs_core.metrics import fid, prediction_confidence
         from ddcs_core.perceptual import PerceptualDistance
         from ddcs_core.pipeline import generator_samples
 
@@ -313,8 +314,12 @@ class Experiment:
         metric = PerceptualDistance("alex", device=self.device)
         real_features = (metric.embed_cached(real) or metric.embed(real)).pooled  # the same subset for every generator
         value = fid(real_features, metric.embed(samples).pooled)
+        with torch.no_grad():
+            logits, _ = classifier_outputs(self.world.victim.to(self.device).eval(), samples, self.device)
+        victim = prediction_confidence(logits)
         atomic.write_json(self.run.path / "generators" / f"{name}.json", {
             "generator": name, "fid": value, "features": metric.feature_name, "samples": c["samples"],
+            "victim_entropy": victim["entropy"], "victim_confidence": victim["confidence"],
             "latent_seed": c["seed"], "against": f"{len(real)} public images", "noise_mode": "const",
             "note": "FID with the named LPIPS-backbone features at fixed latents, not Inception-v3"})
 

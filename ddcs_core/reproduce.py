@@ -35,6 +35,13 @@ def _generator_of(pool: str) -> str:
     return "?"
 
 
+def _victim(gen_info: dict | None) -> dict:
+    """A generator's FID and the victim's entropy / confidence on its fixed-latent samples."""
+    info = gen_info or {}
+    return {"gen_fid": info.get("fid"), "victim_entropy": info.get("victim_entropy"),
+            "victim_confidence": info.get("victim_confidence")}
+
+
 def reproduction_table(run: Run) -> dict:
     """{'pools': one row per pool, 'transfer': one row per transfer mode, 'notes': features named}."""
     if not run.exists():
@@ -61,14 +68,14 @@ def reproduction_table(run: Run) -> dict:
         ngd = s.get("ngd") or {}
         transfer.append({"mode": s["mode"], "steps": s["steps"], "sec_per_step": s["sec_per_step"],
                          "adv_first": s.get("adv_first"), "adv_last": s.get("adv_last"),
-                         "gen_fid": gen_info["fid"] if gen_info else None, "projection": ngd.get("projection"),
-                         "grid": f"grids/{s['mode']}.png"})
+                         **_victim(gen_info), "projection": ngd.get("projection"), "grid": f"grids/{s['mode']}.png"})
     pre = _json(run.path / "generators" / f"{PRETRAINED}.json")
     if pre:
         transfer.insert(0, {"mode": PRETRAINED, "steps": 0, "sec_per_step": None, "adv_first": None,
-                            "adv_last": None, "gen_fid": pre["fid"], "projection": None,
-                            "grid": f"grids/{PRETRAINED}.png"})
-    notes = [f"Gen. FID: generator samples at fixed latents vs public images, features {', '.join(sorted(features)) or '—'}"]
+                            "adv_last": None, **_victim(pre), "projection": None, "grid": f"grids/{PRETRAINED}.png"})
+    notes = [f"Gen. FID: generator samples at fixed latents vs public images, features {', '.join(sorted(features)) or '—'}",
+             "Victim entropy (nats, uniform = log #classes) and mean top-1 confidence: the victim on the same "
+             "fixed-latent samples; L_adv: the entropy loss summed over each transfer batch"]
     notes += [f"Evaluation profile: {p}" for p in sorted(eval_profiles)]
     return {"run": str(run.path), "pools": rows, "transfer": transfer, "notes": notes}
 
@@ -91,11 +98,13 @@ def to_markdown(table: dict) -> str:
     lines = [head, "|" + "---|" * len(COLUMNS)]
     for row in table["pools"]:
         lines.append("| " + " | ".join(_fmt(row.get(k), k) for k, _ in COLUMNS) + " |")
-    lines += ["", "| Transfer mode | Steps | s/step | L_adv first 50 → last 50 | Gen. FID ↓ | Grid |", "|---|---|---|---|---|---|"]
+    lines += ["", "| Transfer mode | Steps | s/step | L_adv first 50 → last 50 | Gen. FID ↓ | Victim entropy ↓ | "
+              "Victim conf. ↑ | Grid |", "|---|---|---|---|---|---|---|---|"]
     for t in table["transfer"]:
         adv = "—" if t["adv_first"] is None else f"{t['adv_first']:.3f} → {t['adv_last']:.3f}"
         mode = t["mode"] + (f" ({t['projection']})" if t["projection"] else "")
-        lines.append(f"| {mode} | {t['steps']} | {_fmt(t['sec_per_step'], '')} | {adv} | {_fmt(t['gen_fid'], '')} | {t['grid']} |")
+        lines.append(f"| {mode} | {t['steps']} | {_fmt(t['sec_per_step'], '')} | {adv} | {_fmt(t['gen_fid'], '')} | "
+                     f"{_fmt(t.get('victim_entropy'), '')} | {_fmt(t.get('victim_confidence'), 'coverage')} | {t['grid']} |")
     lines += [""] + [f"- {n}" for n in table["notes"]]
     return "\n".join(lines) + "\n"
 

@@ -79,6 +79,9 @@ def test_resume_after_kills_equals_uninterrupted_run(world, tmp_path, monkeypatc
     table = reproduction_table(full)
     assert [r["pool"] for r in table["pools"]] == POOLS and "Gen. FID" in to_markdown(table)
     assert (full.path / "reproduction.md").is_file()
+    pre = json.loads((full.path / "generators" / "pretrained.json").read_text())
+    assert 0 <= pre["victim_entropy"] <= np.log(3) + 1e-9 and 1 / 3 <= pre["victim_confidence"] <= 1
+    assert table["transfer"][0]["victim_entropy"] == pre["victim_entropy"] and "Victim entropy" in to_markdown(table)
 
     real_step, real_opt = transfer_module.gan_step, invert_module.optimize_latents
     calls = {"gan": 0, "opt": 0}

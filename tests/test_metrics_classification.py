@@ -3,7 +3,7 @@ import pytest
 
 import ddcs_core.metrics.classification as classification
 from ddcs_core.errors import DDCSInputError
-from ddcs_core.metrics import knn_distance, topk_accuracy
+from ddcs_core.metrics import knn_distance, prediction_confidence, topk_accuracy
 
 LOGITS = np.array([
     [5.0, 1.0, 0.0, 2.0],  # ranking 0, 3, 1, 2
@@ -96,3 +96,15 @@ def test_knn_exact_match_is_zero():
 def test_knn_bad_input_raises(rec, rl, priv, pl, match):
     with pytest.raises(DDCSInputError, match=match):
         knn_distance(rec, np.asarray(rl), priv, np.asarray(pl))
+
+
+def test_prediction_confidence_bounds_and_hand_example():
+    uniform = prediction_confidence(np.zeros((4, 5)))
+    assert uniform["entropy"] == pytest.approx(np.log(5)) and uniform["confidence"] == pytest.approx(0.2)
+    sure = prediction_confidence(np.array([[1000.0, 0.0, 0.0]]))  # no overflow: softmax is stabilised
+    assert sure["entropy"] == pytest.approx(0.0, abs=1e-12) and sure["confidence"] == pytest.approx(1.0)
+    p = np.array([0.7, 0.2, 0.1])
+    mixed = prediction_confidence(np.log(p)[None].repeat(2, 0) + 3.0)  # shift-invariant
+    assert mixed["entropy"] == pytest.approx(-(p * np.log(p)).sum()) and mixed["confidence"] == pytest.approx(0.7)
+    with pytest.raises(DDCSInputError, match="NaN"):
+        prediction_confidence(np.array([[np.nan, 0.0]]))

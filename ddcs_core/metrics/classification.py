@@ -1,4 +1,5 @@
-"""Label-level attack metrics: evaluation-classifier accuracy and feature-space KNN distance."""
+"""Label-level attack metrics: evaluation-classifier accuracy, feature-space KNN distance, and how sure
+a classifier is of unlabelled images (what the entropy loss of transfer learning drives)."""
 
 from collections.abc import Iterable
 
@@ -26,6 +27,18 @@ def _labels(labels: np.ndarray, n: int, name: str, other: str) -> np.ndarray:
     if lab.ndim != 1 or lab.shape[0] != n:
         raise DDCSInputError(f"{name}: expected shape ({n},) to match {other}, got {lab.shape}")
     return lab
+
+
+def prediction_confidence(logits: np.ndarray) -> dict[str, float]:
+    """Mean softmax entropy (nats; log C = uniform) and mean top-1 probability over the samples: how sure
+    the classifier is of images that carry no label, e.g. a generator's samples before and after transfer."""
+    z = _real_2d(logits, "logits", "samples, classes")
+    if z.shape[0] == 0 or z.shape[1] == 0:
+        raise DDCSInputError(f"logits: needs at least one sample and one class, got shape {z.shape}")
+    logp = z - z.max(axis=1, keepdims=True)
+    logp -= np.log(np.exp(logp).sum(axis=1, keepdims=True))
+    p = np.exp(logp)
+    return {"entropy": float(-(p * logp).sum(axis=1).mean()), "confidence": float(p.max(axis=1).mean())}
 
 
 def topk_accuracy(logits: np.ndarray, labels: np.ndarray, ks: Iterable[int] = (1, 5)) -> dict[int, float]:
