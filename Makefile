@@ -32,8 +32,10 @@ run: $(STAMP)
 bench-app: $(STAMP)
 	$(PY) benchmarks/bench_app.py --browser
 
+# One PNG per view into assets/screenshots, of the demo run (make run creates it) or of RUN=path.
+RUN ?= runs/demo
 screenshots: $(STAMP) chromium
-	DDCS_SCREENSHOTS=assets/screenshots $(PY) -m pytest -q tests/test_app_e2e.py -k screenshots
+	DDCS_SCREENSHOTS=assets/screenshots DDCS_SCREENSHOT_RUN=$(RUN) $(PY) -m pytest -q tests/test_app_e2e.py -k screenshots
 
 bench: $(STAMP)
 	$(PY) -m ddcs_core bench lpips --n 200 --m 200 --size 64 --net alex
