@@ -372,6 +372,12 @@ class Experiment:
         atomic.write_text(self.run.path / "reproduction.md", to_markdown(rows))
 
 
+def run_finished(run: Run) -> bool:
+    """Whether every step of the experiment run is recorded as done (the table is the last one)."""
+    path = run.path / STEPS_FILE
+    return path.is_file() and bool(json.loads(path.read_text()).get("table", {}).get("done"))
+
+
 def pool_name(generator: str) -> str:
     """The pool a generator's inversion fills: `vanilla` for the pre-trained one, `transfer-<mode>`."""
     return VANILLA_POOL if generator == PRETRAINED else f"transfer-{generator}"

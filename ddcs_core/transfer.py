@@ -381,7 +381,8 @@ def transfer(
         log["adv"].append(adv.last if adv is not None else float("nan"))
         bar.update(1)
         bar.set_postfix(g=f"{losses['loss_g']:.3f}", d=f"{losses['loss_d']:.3f}", adv=f"{log['adv'][-1]:.3f}")
-        report(step / c.steps, f"transfer {c.mode}: step {step}/{c.steps}")
+        shown = step - step % max(1, c.steps // 20)  # bar: every step; message (a job log line): every 5 %
+        report(step / c.steps, f"transfer {c.mode}: step {shown}/{c.steps}")
         if step % c.ckpt_every == 0 or step == c.steps:
             grid()
             save_state()

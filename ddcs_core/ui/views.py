@@ -7,7 +7,6 @@ input arrive here as DDCSInputError and leave as messages for the user.
 
 from __future__ import annotations
 
-import json
 import re
 from html import escape
 from datetime import datetime
@@ -212,15 +211,13 @@ class Explorer:
     def ensure_demo_run(self, progress: bool = True) -> Run:
         """The demo run (assets/configs/demo.yaml on the shipped world): created if missing and its
         remaining steps started as a job, so the app shows pools as they finish."""
-        from ddcs_core.experiment import DEMO_RUN, STEPS_FILE, create_attack_run
+        from ddcs_core.experiment import DEMO_RUN, create_attack_run, run_finished
 
         run = self.store.run(DEMO_RUN)
         if not run.exists():
             run = create_attack_run(self.store.root, DEMO_RUN, device=self.device, progress=progress)
-        done = run.path / STEPS_FILE
-        finished = done.is_file() and json.loads(done.read_text()).get("table", {}).get("done")
         status = self.runner.status(run)
-        if not finished and not (status is not None and status.active):
+        if not run_finished(run) and not (status is not None and status.active):
             self.runner.start(run, "attack", {"device": self.device})
         return run
 
