@@ -232,9 +232,6 @@ class Experiment:
     def generators(self) -> list[str]:
         return [PRETRAINED] + self.modes
 
-    def pools(self) -> list[str]:
-        return [pool_name(g) for g in self.generators()] + [f"dual-{m}" for m in self.modes]
-
     def run_step(self, name: str, report: Report | None = None, cancelled: Callable[[], bool] | None = None) -> bool:
         """Run one step unless recorded as done; returns True when it ran."""
         steps = dict(self.steps())
