@@ -34,7 +34,7 @@ import json
 import logging
 import math
 import time
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Callable
 
@@ -46,7 +46,7 @@ from ddcs_core import atomic
 from ddcs_core.attacks.augment import AugmentConfig, random_transform
 from ddcs_core.attacks.fingerprint import array_digest, module_digest
 from ddcs_core.attacks.losses import entropy_loss
-from ddcs_core.errors import DDCSInputError
+from ddcs_core.errors import DDCSInputError, config_from_dict
 from ddcs_core.geometry.hvp import EmbedFn
 from ddcs_core.geometry.lanczos import LanczosNotConverged
 from ddcs_core.geometry.ngd import NGDBasis, NGDConfig, NGDProjector
@@ -118,11 +118,7 @@ class TransferConfig:
 
     @classmethod
     def from_dict(cls, d: dict | None) -> TransferConfig:
-        d = dict(d or {})
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(d) - known)
-        if unknown:
-            raise DDCSInputError(f"unknown transfer keys {unknown} (known: {sorted(known)})")
+        d = config_from_dict(cls, d, "transfer")
         if "augment" in d:
             d["augment"] = AugmentConfig.from_dict(d["augment"])
         return cls(**d)

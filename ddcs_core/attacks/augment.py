@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from ddcs_core.errors import DDCSInputError
+from ddcs_core.errors import DDCSInputError, config_from_dict
 
 
 @dataclass(frozen=True)
@@ -37,10 +37,7 @@ class AugmentConfig:
 
     @classmethod
     def from_dict(cls, d: dict | None) -> AugmentConfig:
-        d = dict(d or {})
-        unknown = sorted(set(d) - {"flip", "scale", "shift"})
-        if unknown:
-            raise DDCSInputError(f"unknown augment keys {unknown} (known: flip, scale, shift)")
+        d = config_from_dict(cls, d, "augment")
         if "scale" in d:
             d["scale"] = tuple(d["scale"])
         return cls(**d)

@@ -9,7 +9,7 @@ result does not depend on where the interruption fell.
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Callable, Sequence
 
@@ -24,7 +24,7 @@ from ddcs_core.attacks.optimize import optimize_latents
 from ddcs_core.attacks.selection import final_selection, initial_selection, transform_scores
 from ddcs_core.data.images import ImageSet
 from ddcs_core.data.transforms import to_uint8
-from ddcs_core.errors import DDCSInputError
+from ddcs_core.errors import DDCSInputError, config_from_dict
 from ddcs_core.models.checkpoints import load_training_state, save_training_state
 from ddcs_core.models.stylegan2 import Generator
 
@@ -64,11 +64,7 @@ class InversionConfig:
 
     @classmethod
     def from_dict(cls, d: dict | None) -> InversionConfig:
-        d = dict(d or {})
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(d) - known)
-        if unknown:
-            raise DDCSInputError(f"unknown inversion keys {unknown} (known: {sorted(known)})")
+        d = config_from_dict(cls, d, "inversion")
         for key in ("augment", "final_augment"):
             if key in d:
                 d[key] = AugmentConfig.from_dict(d[key])
