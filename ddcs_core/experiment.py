@@ -210,10 +210,7 @@ class Experiment:
 
     # bookkeeping -------------------------------------------------------------------------------
     def record(self) -> dict:
-        path = self.run.path / STEPS_FILE
-        if not path.is_file():
-            return {}
-        return json.loads(path.read_text())
+        return steps_record(self.run)
 
     def steps(self) -> list[tuple[str, Callable[[Report, Callable[[], bool]], None]]]:
         def evaluate(pool: str) -> tuple:
@@ -369,10 +366,15 @@ class Experiment:
         atomic.write_text(self.run.path / "reproduction.md", to_markdown(rows))
 
 
+def steps_record(run: Run) -> dict:
+    """`<run>/steps.json`: each finished step with its time and device ({} before the first)."""
+    path = run.path / STEPS_FILE
+    return json.loads(path.read_text()) if path.is_file() else {}
+
+
 def run_finished(run: Run) -> bool:
     """Whether every step of the experiment run is recorded as done (the table is the last one)."""
-    path = run.path / STEPS_FILE
-    return path.is_file() and bool(json.loads(path.read_text()).get("table", {}).get("done"))
+    return bool(steps_record(run).get("table", {}).get("done"))
 
 
 def pool_name(generator: str) -> str:
