@@ -81,6 +81,16 @@ def test_evaluate_view_creates_and_evaluates_a_run(explorer, tmp_path):
     assert run.config["targets"] == str(targets.resolve())
 
 
+def test_run_tab_offers_the_job_that_fits_the_run(explorer):
+    from ddcs_core.jobs import load_job_modules
+
+    load_job_modules()
+    tiny = explorer.store.run("tiny")
+    attack = explorer.store.create("attack", {"kind": "experiment"}, tiny.targets())
+    assert explorer.default_job("tiny") == "evaluate" and explorer.default_job(None) == "evaluate"
+    assert explorer.default_job(attack.name) == "attack"
+
+
 def test_cli_options_and_defaults():
     args = app_cli.parse_args([])
     assert (args.runs, args.host, args.port, args.share, args.auth, args.device) == ("runs", "127.0.0.1", 7860, False, None, "auto")

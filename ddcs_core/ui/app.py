@@ -116,7 +116,7 @@ def build_app(runs_dir: str | Path = "runs", device: str = "auto", explorer: Exp
                 gr.Markdown("### Start a job on the selected run\nOne job at a time per run; browsing stays available meanwhile.")
                 kinds = sorted(job_kinds())
                 with gr.Row(equal_height=True):
-                    kind_dd = gr.Dropdown(label="Job", choices=kinds, value="evaluate" if "evaluate" in kinds else kinds[0],
+                    kind_dd = gr.Dropdown(label="Job", choices=kinds, value=ex.default_job(None),
                                           scale=1)
                     kind_md = gr.Markdown(Explorer.kind_help(kind_dd.value), elem_id="ddcs-kind-help")
 
@@ -193,7 +193,7 @@ def build_app(runs_dir: str | Path = "runs", device: str = "auto", explorer: Exp
         ctx_in = [run_dd, pool_dd, class_dd, status_rd, page_st, target_st, tab_st, pool_a, pool_b, def_pool, def_n]
         every = [run_dd, pool_dd, run_info, class_dd, status_rd, page_st, target_st, tab_st, tabs, summary, gallery,
                  page_md, detail, map_plot, map_note, pool_a, pool_b, grids, metrics, diff, job_html, job_log,
-                 seen_st, def_pool, def_html, def_dl, open_st, ev_msg]
+                 seen_st, def_pool, def_html, def_dl, open_st, ev_msg, kind_dd]
 
         # parts: each returns the updates of one view ----------------------------------------------------
         def part_targets(c: Ctx, page: int | None = None) -> dict:
@@ -233,7 +233,8 @@ def build_app(runs_dir: str | Path = "runs", device: str = "auto", explorer: Exp
             return parts[c.tab](c) if c.tab in parts and c.tab != "targets" else {}
 
         def part_run(c: Ctx, keep_pool: bool) -> dict:
-            """Header and Targets for the run, keeping the pool if asked and still there, and the open tab."""
+            """Header and Targets for the run, keeping the pool if asked and still there, and the open tab;
+            on a new run (keep_pool False), the job its Run tab offers first."""
             pools = ex.pools(c.run) if c.run else []
             pool = c.pool if keep_pool and c.pool in pools else _preferred(pools)
             same = keep_pool and pool == c.pool
@@ -241,7 +242,8 @@ def build_app(runs_dir: str | Path = "runs", device: str = "auto", explorer: Exp
                            page=c.page if same else 0, target=c.target if same else None)
             return {pool_dd: gr.Dropdown(choices=pools, value=pool), run_info: ex.run_line(c.run),
                     class_dd: gr.Dropdown(choices=ex.class_choices(c.run) if c.run else [rows.ALL_CLASSES], value=c.label),
-                    status_rd: c.status, target_st: c.target, **part_targets(c), **part_tab(c)}
+                    status_rd: c.status, target_st: c.target, **part_targets(c), **part_tab(c),
+                    **({} if keep_pool else {kind_dd: gr.Dropdown(value=ex.default_job(c.run))})}
 
         # handlers --------------------------------------------------------------------------------------
         @user_errors

@@ -181,6 +181,14 @@ class Explorer:
     def cancel_job(self, run: str | None) -> bool:
         return bool(run) and self.runner.cancel(self.store.run(run))
 
+    def default_job(self, run: str | None) -> str | None:
+        """The job the Run tab offers first: `attack` on an attack run (it resumes the remaining
+        steps), `evaluate` on any other run."""
+        kinds = job_kinds()
+        attack_run = bool(run) and self.store.run(run).config.get("kind") == "experiment"
+        preferred = [k for k in (("attack", "evaluate") if attack_run else ("evaluate",)) if k in kinds]
+        return preferred[0] if preferred else min(kinds, default=None)
+
     @staticmethod
     def kind_help(kind: str | None) -> str:
         spec = job_kinds().get(kind or "")
