@@ -43,12 +43,11 @@ from ddcs_core.data.images import ImageSet
 from ddcs_core.errors import DDCSInputError
 from ddcs_core.jobs import JobCancelled, Param, devices, register_job
 from ddcs_core.models.train_gan import save_grid
+from ddcs_core.pool_names import PRETRAINED, VANILLA_POOL, pool_name
 from ddcs_core.runs import Run, RunStore
 from ddcs_core.transfer import MODES, TransferConfig, grid_latents, transfer, transfer_paths
 
 Report = Callable[[float, str], None]
-PRETRAINED = "pretrained"  # the world's generator, before any transfer learning
-VANILLA_POOL = "vanilla"  # the paper's name for the pool that generator's inversion fills
 STEPS_FILE = "steps.json"
 DEFAULTS: dict = {
     "name": "demo",
@@ -375,11 +374,6 @@ def steps_record(run: Run) -> dict:
 def run_finished(run: Run) -> bool:
     """Whether every step of the experiment run is recorded as done (the table is the last one)."""
     return bool(steps_record(run).get("table", {}).get("done"))
-
-
-def pool_name(generator: str) -> str:
-    """The pool a generator's inversion fills: `vanilla` for the pre-trained one, `transfer-<mode>`."""
-    return VANILLA_POOL if generator == PRETRAINED else f"transfer-{generator}"
 
 
 def run_config(config: dict, world: AttackWorld) -> dict:

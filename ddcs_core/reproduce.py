@@ -11,9 +11,9 @@ import json
 from pathlib import Path
 
 from ddcs_core.errors import DDCSInputError
+from ddcs_core.pool_names import PRETRAINED, generator_of
 from ddcs_core.runs import Run
 
-PRETRAINED, VANILLA_POOL = "pretrained", "vanilla"
 COLUMNS = (
     ("pool", "Pool"), ("generator", "Generator"), ("n", "Recon."), ("gen_fid", "Gen. FID ↓"), ("ddcs", "DDCS ↑"),
     ("ddcs_avg", "DDCS_avg ↑"), ("matched", "Matched ↑"), ("coverage", "Coverage ↑"), ("acc1", "Acc@1 ↑"),
@@ -23,16 +23,6 @@ COLUMNS = (
 
 def _json(path: Path) -> dict | None:
     return json.loads(path.read_text()) if path.is_file() else None
-
-
-def _generator_of(pool: str) -> str:
-    if pool == VANILLA_POOL:
-        return PRETRAINED
-    if pool.startswith("transfer-"):
-        return pool.removeprefix("transfer-")
-    if pool.startswith("dual-"):
-        return f"{PRETRAINED} + {pool.removeprefix('dual-')}"
-    return "?"
 
 
 def _victim(gen_info: dict | None) -> dict:
@@ -48,7 +38,7 @@ def reproduction_table(run: Run) -> dict:
         raise DDCSInputError(f"--run {run.path}: not a run folder (no config.json)")
     rows, features, eval_profiles = [], set(), set()
     for pool in run.pools():
-        gen = _generator_of(pool)
+        gen = generator_of(pool)
         gen_info = _json(run.path / "generators" / f"{gen}.json") if "+" not in gen else None
         if gen_info:
             features.add(gen_info["features"])
