@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 export DDCS_DATA ?= $(abspath ../shared/datasets)
 
-.PHONY: setup test run bench bench-app screenshots chromium clean
+.PHONY: setup test run bench bench-app claims screenshots chromium clean
 
 setup: $(STAMP)
 
@@ -28,6 +28,10 @@ test: $(STAMP) chromium
 
 run: $(STAMP)
 	$(PY) app.py --runs runs --demo
+
+# Every run behind the README's attack tables (runs/demo and runs-sweep/), then the tables.
+claims: $(STAMP)
+	PY=$(PY) bash benchmarks/claims.sh
 
 bench-app: $(STAMP)
 	$(PY) benchmarks/bench_app.py --browser

@@ -212,20 +212,23 @@ def _run_run(args) -> int:
 
 def _add_reproduce(sub) -> None:
     p = sub.add_parser("reproduce", help="the reproduction table of an experiment run (text and markdown)")
-    p.add_argument("--run", required=True, help="run folder, e.g. runs/demo")
+    p.add_argument("--run", required=True, nargs="+",
+                   help="run folder, e.g. runs/demo; several runs: their transfer modes in one table (a λ sweep)")
     p.add_argument("--json", action="store_true", help="print the table as JSON instead")
 
 
 def _run_reproduce(args) -> int:
-    from ddcs_core.reproduce import reproduction_table, to_markdown, to_text
+    from ddcs_core.reproduce import reproduction_table, to_markdown, to_text, transfer_comparison
     from ddcs_core.runs import Run
 
-    table = reproduction_table(Run(args.run))
+    tables = [reproduction_table(Run(path)) for path in args.run]
     if args.json:
-        print(json.dumps(table, indent=2))
-        return 0
-    print(to_text(table))
-    print(to_markdown(table))
+        print(json.dumps(tables[0] if len(tables) == 1 else tables, indent=2))
+    elif len(tables) == 1:
+        print(to_text(tables[0]))
+        print(to_markdown(tables[0]))
+    else:
+        print(transfer_comparison(tables))
     return 0
 
 

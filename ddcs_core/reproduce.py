@@ -56,12 +56,14 @@ def reproduction_table(run: Run) -> dict:
         s = json.loads(summary_path.read_text())
         gen_info = _json(run.path / "generators" / f"{s['mode']}.json")
         ngd = s.get("ngd") or {}
-        transfer.append({"mode": s["mode"], "steps": s["steps"], "sec_per_step": s["sec_per_step"],
+        lam = s.get("signature", {}).get("config", {}).get("lam") if s["mode"] != "vanilla" else None
+        transfer.append({"mode": s["mode"], "lam": lam,
+                         "steps": s["steps"], "sec_per_step": s["sec_per_step"],
                          "adv_first": s.get("adv_first"), "adv_last": s.get("adv_last"),
                          **_victim(gen_info), "projection": ngd.get("projection"), "grid": f"grids/{s['mode']}.png"})
     pre = _json(run.path / "generators" / f"{PRETRAINED}.json")
     if pre:
-        transfer.insert(0, {"mode": PRETRAINED, "steps": 0, "sec_per_step": None, "adv_first": None,
+        transfer.insert(0, {"mode": PRETRAINED, "lam": None, "steps": 0, "sec_per_step": None, "adv_first": None,
                             "adv_last": None, **_victim(pre), "projection": None, "grid": f"grids/{PRETRAINED}.png"})
     notes = [f"Gen. FID: generator samples at fixed latents vs public images, features {', '.join(sorted(features)) or '—'}",
              "Victim entropy (nats, uniform = log #classes) and mean top-1 confidence: the victim on the same "
@@ -96,6 +98,24 @@ def to_markdown(table: dict) -> str:
         lines.append(f"| {mode} | {t['steps']} | {_fmt(t['sec_per_step'], '')} | {adv} | {_fmt(t['gen_fid'], '')} | "
                      f"{_fmt(t.get('victim_entropy'), '')} | {_fmt(t.get('victim_confidence'), 'coverage')} | {t['grid']} |")
     lines += [""] + [f"- {n}" for n in table["notes"]]
+    return "\n".join(lines) + "\n"
+
+
+def transfer_comparison(tables: list[dict]) -> str:
+    """The transfer rows of several runs' tables in one markdown table (e.g. a λ sweep, one run per λ),
+    sorted by mode, projection and λ, so modes can be compared at equal victim entropy. The pre-trained
+    generator is listed once, from the first run that has it."""
+    rows = [(t, Path(table["run"]).name) for table in tables for t in table["transfer"]]
+    first = next((i for i, (t, _) in enumerate(rows) if t["mode"] == PRETRAINED), None)
+    rows = [r for i, r in enumerate(rows) if r[0]["mode"] != PRETRAINED or i == first]
+    rows.sort(key=lambda r: (r[0]["mode"] != PRETRAINED, r[0]["mode"], r[0]["projection"] or "", r[0]["lam"] or 0, r[1]))
+    lines = ["| Mode | λ | Steps | Gen. FID ↓ | Victim entropy ↓ | Victim conf. ↑ | Run |", "|---|---|---|---|---|---|---|"]
+    for t, run in rows:
+        mode = t["mode"] + (f" ({t['projection']})" if t["projection"] else "")
+        lam = "—" if t["lam"] is None else f"{t['lam']:g}"
+        lines.append(f"| {mode} | {lam} | {t['steps']} | "
+                     f"{_fmt(t['gen_fid'], '')} | {_fmt(t.get('victim_entropy'), '')} | "
+                     f"{_fmt(t.get('victim_confidence'), 'coverage')} | {run} |")
     return "\n".join(lines) + "\n"
 
 

@@ -294,7 +294,8 @@ def transfer(
         raise DDCSInputError(f"bad device {device!r}: {e}") from e
     images = _check_images(public_images, G.img_resolution)
     paths = transfer_paths(out_dir, c.mode)
-    cfg = gan_config({k: v for k, v in c.gan.items()})
+    # the training settings only: G and D come in as modules (their digests sign the architecture)
+    cfg = {k: v for k, v in gan_config(c.gan).items() if k in _GAN_KEYS}
     if c.mode != "vanilla":
         if victim is None:
             raise DDCSInputError(f"transfer mode {c.mode!r} needs a victim")

@@ -12,9 +12,10 @@ import ddcs_core.transfer as transfer_module
 from ddcs_core import experiment
 from ddcs_core.embedding_map import map_is_current
 from ddcs_core.errors import DDCSInputError
-from ddcs_core.experiment import AttackWorld, StepCancelled, invert_job, open_experiment, resolve_config, transfer_job
+from ddcs_core.experiment import (AttackWorld, StepCancelled, invert_job, open_experiment, resolve_config,
+                                  transfer_config, transfer_job)
 from ddcs_core.models.checkpoints import save_model
-from ddcs_core.reproduce import reproduction_table, to_markdown
+from ddcs_core.reproduce import reproduction_table, to_markdown, transfer_comparison
 from tests.tiny_world import public_images, targets, tiny_classifier, tiny_gan
 
 CONFIG = {
@@ -82,6 +83,11 @@ def test_resume_after_kills_equals_uninterrupted_run(world, tmp_path, monkeypatc
     pre = json.loads((full.path / "generators" / "pretrained.json").read_text())
     assert 0 <= pre["victim_entropy"] <= np.log(3) + 1e-9 and 1 / 3 <= pre["victim_confidence"] <= 1
     assert table["transfer"][0]["victim_entropy"] == pre["victim_entropy"] and "Victim entropy" in to_markdown(table)
+    lam = {t["mode"]: t["lam"] for t in table["transfer"]}
+    used = transfer_config(full.config["experiment"], "ngd").lam
+    assert lam == {"pretrained": None, "vanilla": None, "entropy": used, "ngd": used}
+    comparison = transfer_comparison([table, table])  # a sweep lists each run's modes, the pre-trained once
+    assert comparison.count("| pretrained |") == 1 and comparison.count("| ngd (reference) |") == 2
 
     real_step, real_opt = transfer_module.gan_step, invert_module.optimize_latents
     calls = {"gan": 0, "opt": 0}

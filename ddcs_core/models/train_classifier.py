@@ -246,7 +246,7 @@ def train_classifier(
     metrics = {
         "arch": arch, "config": model.config, "epochs": epoch, "num_params": sum(p.numel() for p in model.parameters()),
         "test_top1": acc["top1"], "test_top5": acc["top5"], "test_top1_balanced": acc["top1_balanced"],
-        "train_images_per_s": seen / train_seconds if train_seconds > 0 else None,
+        "train_images_per_s": seen / train_seconds if train_seconds > 0 else None, "train_seconds": train_seconds,
         "history": history, "seed": seed, "n_train": len(x_tr), "n_test": len(x_te),
     }
     if checkpoint_path is not None:

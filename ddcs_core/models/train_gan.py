@@ -340,6 +340,7 @@ def train_gan(
         "loss_d": float(np.mean(log["loss_d"][tail])) if log["loss_d"] else None,
         "r1": float(np.mean(r1_tail)) if r1_tail else None,
         "sec_per_step": train_seconds / step if step else None,
+        "train_seconds": train_seconds,  # the training loop's, summed over resumes
         "num_params": {"G": sum(p.numel() for p in G.parameters()), "D": sum(p.numel() for p in D.parameters())},
         "config": cfg,
     }
