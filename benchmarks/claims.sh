@@ -3,7 +3,7 @@
 # 2-core CPU; each run resumes if interrupted, finished runs are skipped).
 #   runs/demo            the demo experiment (assets/configs/demo.yaml: 3 transfers, 4 inversions, 7 pools)
 #   runs-sweep/...       the controls: NGD (reference) at 33x the demo's lambda, NGD with the damped
-#                        projection, the entropy loss at smaller lambdas (equal victim entropy), and the
+#                        projection at two lambdas, the entropy loss at smaller lambdas (equal victim entropy), and the
 #                        vanilla pool with as many reconstructions as a dual pool
 set -euo pipefail
 PY=${PY:-.venv/bin/python}
@@ -12,8 +12,11 @@ run() { "$PY" -m ddcs_core run --quiet "$@" >/dev/null; }
 run --config assets/configs/demo.yaml --runs runs
 run --config assets/configs/demo.yaml --runs runs-sweep --name ngd-lam1 --set transfer.modes=[ngd] \
     --set transfer.lam=1.0 --only transfer-ngd,fid-ngd
-run --config assets/configs/demo-damped.yaml --runs runs-sweep --name demo-damped --only transfer-ngd,fid-ngd
-for lam in 0.01 0.015 0.02; do
+for lam in 0.03 0.3; do
+  run --config assets/configs/demo-damped.yaml --runs runs-sweep --name "damped-lam$lam" --set transfer.lam=$lam \
+      --only transfer-ngd,fid-ngd
+done
+for lam in 0.003 0.01 0.02; do
   run --config assets/configs/demo.yaml --runs runs-sweep --name "entropy-lam$lam" --set transfer.modes=[entropy] \
       --set transfer.lam=$lam --only transfer-entropy,fid-entropy
 done
@@ -21,5 +24,5 @@ run --config assets/configs/demo.yaml --runs runs-sweep --name vanilla-8 --set t
     --set inversion.final_per_class=8 --only fid-pretrained,invert-pretrained,evaluate-vanilla
 
 "$PY" -m ddcs_core reproduce --run runs/demo
-"$PY" -m ddcs_core reproduce --run runs/demo runs-sweep/ngd-lam1 runs-sweep/demo-damped runs-sweep/entropy-lam*
+"$PY" -m ddcs_core reproduce --run runs/demo runs-sweep/ngd-lam1 runs-sweep/damped-lam* runs-sweep/entropy-lam*
 "$PY" -m ddcs_core reproduce --run runs-sweep/vanilla-8
