@@ -10,18 +10,20 @@ PY=${PY:-.venv/bin/python}
 run() { "$PY" -m ddcs_core run --quiet "$@" >/dev/null; }
 
 run --config assets/configs/demo.yaml --runs runs
+run --config assets/configs/demo.yaml --runs runs-sweep --name vanilla-8 --set transfer.modes=[vanilla] \
+    --set inversion.final_per_class=8 --only fid-pretrained,invert-pretrained,evaluate-vanilla
 run --config assets/configs/demo.yaml --runs runs-sweep --name ngd-lam1 --set transfer.modes=[ngd] \
     --set transfer.lam=1.0 --only transfer-ngd,fid-ngd
-for lam in 0.03 0.3; do
-  run --config assets/configs/demo-damped.yaml --runs runs-sweep --name "damped-lam$lam" --set transfer.lam=$lam \
+damped() {
+  run --config assets/configs/demo-damped.yaml --runs runs-sweep --name "damped-lam$1" --set transfer.lam="$1" \
       --only transfer-ngd,fid-ngd
-done
+}
+damped 0.03
 for lam in 0.003 0.01 0.02; do
   run --config assets/configs/demo.yaml --runs runs-sweep --name "entropy-lam$lam" --set transfer.modes=[entropy] \
       --set transfer.lam=$lam --only transfer-entropy,fid-entropy
 done
-run --config assets/configs/demo.yaml --runs runs-sweep --name vanilla-8 --set transfer.modes=[vanilla] \
-    --set inversion.final_per_class=8 --only fid-pretrained,invert-pretrained,evaluate-vanilla
+damped 0.3
 
 "$PY" -m ddcs_core reproduce --run runs/demo
 "$PY" -m ddcs_core reproduce --run runs/demo runs-sweep/ngd-lam1 runs-sweep/damped-lam* runs-sweep/entropy-lam*
