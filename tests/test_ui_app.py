@@ -15,7 +15,7 @@ from ddcs_core.ui.views import Explorer
 def explorer(tmp_path):
     store = RunStore(tmp_path / "runs")
     build_sample_run(store, "tiny", n_classes=2, per_class=4, recon_per_class=3, pools=("vanilla", "ngd"))
-    return Explorer(store.root, device="cpu")
+    return Explorer(store.root, device="cpu", data_roots=[tmp_path])
 
 
 def _tree(root, per_class, seed):
@@ -58,7 +58,8 @@ def test_evaluate_view_checks_paths(explorer, tmp_path):
     targets = _tree(tmp_path / "targets", 3, 0)
     (tmp_path / "notes.txt").write_text("x")
     cases = [("", str(targets), "targets folder: enter a path"),
-             (str(tmp_path / "missing"), str(targets), "not found on the server"),
+             (str(tmp_path / "missing"), str(targets), "not found under the data roots"),
+             ("/etc", str(targets), "not under the data roots"),
              (str(targets), str(tmp_path / "notes.txt"), "must be a folder with one subfolder per class"),
              (str(targets), str(targets), "same folder")]
     for t, r, message in cases:
@@ -94,6 +95,7 @@ def test_run_tab_offers_the_job_that_fits_the_run(explorer):
 def test_cli_options_and_defaults():
     args = app_cli.parse_args([])
     assert (args.runs, args.host, args.port, args.share, args.auth, args.device) == ("runs", "127.0.0.1", 7860, False, None, "auto")
+    assert (args.data_root, args.auth_file, args.insecure_no_auth) == (None, None, False)
     assert app_cli.parse_auth("ann:s3:cret") == ("ann", "s3:cret") and app_cli.parse_auth(None) is None
     for bad in ("ann", ":pw", "ann:"):
         with pytest.raises(DDCSInputError, match="user:password"):

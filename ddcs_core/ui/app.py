@@ -24,7 +24,8 @@ from ddcs_core.jobs import JobStatus, devices, job_kinds, load_job_modules  # no
 from ddcs_core.ui import render, rows  # noqa: E402
 from ddcs_core.ui.scripts import MAP_PREVIEW, OPEN_ON_CLICK  # noqa: E402
 from ddcs_core.ui.style import CSS, theme  # noqa: E402
-from ddcs_core.ui.views import DEFENSE_SHOWN, Explorer  # noqa: E402
+from ddcs_core.ui.views import DEFENSE_SHOWN, UPLOADS, Explorer  # noqa: E402
+from ddcs_core.uploads import UploadLimits  # noqa: E402
 
 PREVIEW_EMPTY = '<div class="ddcs-preview"><div class="ddcs-preview-cap">Hover a point to see its image.<br>Click a point to open its target.</div></div>'
 ATTACK = AttackSettings()
@@ -174,12 +175,19 @@ def build_app(runs_dir: str | Path = "runs", device: str = "auto", explorer: Exp
                     def_dl = gr.DownloadButton("Download the full ranking (CSV)", value=None, scale=1, size="md")
                 def_html = gr.HTML(js_on_load=OPEN_ON_CLICK)
             with gr.Tab("Evaluate", id="evaluate"):
-                gr.Markdown("### Evaluate any attack's output\nPoint at two folders on this server (one subfolder per "
-                            "class, class names matching) or .npz files. A new run is created and evaluated; its "
+                gr.Markdown("### Evaluate any attack's output\nUpload two .zip files (one folder per class, class "
+                            "names matching) or .npz files, or name folders or .npz files on this server under its "
+                            f"data roots ({escape(ex.roots.describe())}). A new run is created and evaluated; its "
                             "progress shows in the Run tab and the Targets view opens when it is done.")
                 with gr.Row():
-                    ev_targets = gr.Textbox(label="Targets folder (private training set)", placeholder="/data/private")
-                    ev_recon = gr.Textbox(label="Reconstructions folder", placeholder="/data/attack-output")
+                    ev_targets_up = gr.File(label="Targets (private training set): .zip or .npz",
+                                            file_types=[".zip", ".npz"], type="filepath")
+                    ev_recon_up = gr.File(label="Reconstructions: .zip or .npz", file_types=[".zip", ".npz"],
+                                          type="filepath")
+                with gr.Row():
+                    ev_targets = gr.Textbox(label="…or a targets folder on the server", placeholder="lfw-private")
+                    ev_recon = gr.Textbox(label="…or a reconstructions folder on the server",
+                                          placeholder="attack-output")
                 with gr.Row():
                     ev_name = gr.Textbox(label="New run name (optional)", placeholder="eval-myattack")
                     ev_profile = gr.Radio(["fast", "paper"], value="fast", label="Profile",
@@ -343,8 +351,9 @@ def build_app(runs_dir: str | Path = "runs", device: str = "auto", explorer: Exp
             return out
 
         @user_errors(box=ev_msg)
-        def on_evaluate(targets_path, recon_path, name, profile, device, *vals):
-            run = ex.import_folders(targets_path, recon_path, name, profile, device)
+        def on_evaluate(targets_path, recon_path, targets_up, recon_up, name, profile, device, *vals):
+            run = ex.import_folders(targets_path, recon_path, name, profile, device, targets_upload=targets_up,
+                                    recon_upload=recon_up)
             c = Ctx(*vals)._replace(run=run.name, tab="run")
             st = ex.job_status(run.name)
             return {run_dd: gr.Dropdown(choices=ex.run_names(), value=run.name), tabs: gr.Tabs(selected="run"),
@@ -390,7 +399,7 @@ def build_app(runs_dir: str | Path = "runs", device: str = "auto", explorer: Exp
         def_n.release(on_defense, ctx_in, tab_out["defense"])
         map_b.click(on_map_job, ctx_in, job_out)
         timer.tick(on_tick, [*ctx_in, seen_st, open_st], every, show_progress="hidden")
-        ev_b.click(on_evaluate, [ev_targets, ev_recon, ev_name, ev_profile, ev_device, *ctx_in], every)
+        ev_b.click(on_evaluate, [ev_targets, ev_recon, ev_targets_up, ev_recon_up, ev_name, ev_profile, ev_device, *ctx_in], every)
         at_b.click(on_attack, [at_name, at_modes, at_proj, at_steps, at_lam, at_k, at_mu, at_n, at_classes, at_seed,
                                at_device, *ctx_in], [*every, at_msg])
         kind_dd.change(Explorer.kind_help, kind_dd, kind_md)
@@ -426,10 +435,14 @@ def _token(run: str | None, st: JobStatus | None) -> str:
 
 
 def launch(demo: gr.Blocks, runs_dir: str | Path, host: str = "127.0.0.1", port: int = 7860, share: bool = False,
-           auth: tuple[str, str] | None = None, prevent_thread_lock: bool = False, quiet: bool = False):
-    """Serve the app; the run store is the only folder files are served from."""
+           auth: tuple[str, str] | None = None, prevent_thread_lock: bool = False, quiet: bool = False,
+           max_upload_bytes: int = UploadLimits().max_total_bytes):
+    """Serve the app. Files are served from the run store only (symlinks out of it are refused, as gradio
+    resolves paths before its check), never from its .uploads; besides, gradio serves the files it
+    received (uploads) or sent (downloads) from its own cache folder."""
     root = Path(runs_dir).resolve()
     root.mkdir(parents=True, exist_ok=True)
     return demo.launch(server_name=host, server_port=port, share=share, auth=auth, allowed_paths=[str(root)],
+                       blocked_paths=[str(root / UPLOADS)], max_file_size=max_upload_bytes,
                        theme=theme(), css=CSS, show_error=False, prevent_thread_lock=prevent_thread_lock,
                        quiet=quiet, run_history=False, footer_links=["api", "gradio", "settings"])

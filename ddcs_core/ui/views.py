@@ -8,19 +8,24 @@ input arrive here as DDCSInputError and leave as messages for the user.
 from __future__ import annotations
 
 import re
-from html import escape
+import shutil
+import tempfile
+from dataclasses import replace
 from datetime import datetime
+from html import escape
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from ddcs_core.data.images import load_images
+from ddcs_core.data.images import ImageSet, load_images
 from ddcs_core.errors import DDCSInputError
 from ddcs_core.jobs import JobRunner, JobStatus, job_kinds
+from ddcs_core.roots import DataRoots
 from ddcs_core.runs import Run, RunStore, check_name
 from ddcs_core.ui import render, rows
 from ddcs_core.ui.map_data import figure, map_data
 from ddcs_core.ui.rundata import RunCache, RunData
 from ddcs_core.ui.thumbs import grid_data_uri
+from ddcs_core.uploads import UploadLimits, unpack_upload
 
 if TYPE_CHECKING:
     import plotly.graph_objects as go
@@ -28,13 +33,17 @@ if TYPE_CHECKING:
 PER_PAGE = 40
 DIFF_SHOWN = 24
 DEFENSE_SHOWN = 30
+UPLOADS = ".uploads"  # under the run store: uploads unpacked while they load (never served)
 
 
 class Explorer:
     """Everything the app shows, computed from one run store."""
 
-    def __init__(self, runs_dir: str | Path, device: str = "auto", runner: JobRunner | None = None) -> None:
+    def __init__(self, runs_dir: str | Path, device: str = "auto", runner: JobRunner | None = None,
+                 data_roots: list[str | Path] | None = None, upload_limits: UploadLimits = UploadLimits()) -> None:
         self.store = RunStore(runs_dir)
+        self.roots = DataRoots.for_store(self.store.root, data_roots)
+        self.upload_limits = upload_limits
         self.cache = RunCache(self.store)
         self.runner = runner or JobRunner()
         self.device = device
@@ -231,45 +240,74 @@ class Explorer:
 
     # evaluate -----------------------------------------------------------------------------------------
     def import_folders(self, targets_path: str, recon_path: str, name: str = "", profile: str = "fast",
-                       device: str | None = None, update_map: bool = True) -> Run:
-        """A new run from a targets folder and a reconstructions folder on the server, with its evaluation started."""
-        targets_src = _source(targets_path, "targets folder")
-        recon_src = _source(recon_path, "reconstructions folder")
-        if targets_src == recon_src:
-            raise DDCSInputError("the targets and the reconstructions are the same folder")
-        name = (name or "").strip() or _default_name(recon_src)
-        check_name(name)
-        run = self.store.run(name)
-        if run.exists():
-            raise DDCSInputError(f"run name {name!r} is taken in {self.store.root}; pick another")
-        recon = load_images(recon_src, progress=False)
-        h, w = recon.size
-        if h != w:
-            raise DDCSInputError(f"{recon_src}: reconstructions are {h}x{w}, not square")
-        targets = load_images(targets_src, size=h, progress=False)
-        config = {"kind": "evaluate-folders", "targets": str(targets_src), "reconstructions": str(recon_src),
+                       device: str | None = None, update_map: bool = True, targets_upload: str | None = None,
+                       recon_upload: str | None = None) -> Run:
+        """A new run from targets and reconstructions, each a folder or .npz under the data roots or an
+        uploaded .zip or .npz (unpacked under the store's .uploads, removed once loaded), its evaluation started."""
+        name = (name or "").strip()
+        if name:
+            self._free_name(name)
+        staging = Path(tempfile.mkdtemp(prefix="upload-", dir=self._uploads_dir())) if (targets_upload or recon_upload) else None
+        try:
+            targets_src, targets_label, _ = self._input(targets_path, targets_upload, "targets folder", staging,
+                                                        "targets")
+            recon_src, recon_label, recon_stem = self._input(recon_path, recon_upload, "reconstructions folder",
+                                                             staging, "recon")
+            if targets_src == recon_src:
+                raise DDCSInputError("the targets and the reconstructions are the same folder")
+            name = name or _default_name(recon_stem)
+            self._free_name(name)
+            recon = _load(recon_src, recon_label)
+            h, w = recon.size
+            if h != w:
+                raise DDCSInputError(f"{recon_label}: reconstructions are {h}x{w}, not square")
+            targets = _load(targets_src, targets_label, size=h)
+        finally:
+            if staging is not None:
+                shutil.rmtree(staging, ignore_errors=True)
+        config = {"kind": "evaluate-folders", "targets": targets_label, "reconstructions": recon_label,
                   "profile": profile, "created": datetime.now().isoformat(timespec="seconds")}
         run = self.store.create(name, config, targets)
-        pool = _slug(recon_src.stem if recon_src.is_file() else recon_src.name) or "recon"
+        pool = _slug(recon_stem) or "recon"
         run.write_recon(pool, recon)
         self.runner.start(run, "evaluate", {"pool": pool, "profile": profile, "device": device or self.device,
                                             "class_agnostic": False, "update_map": update_map})
         return run
 
+    def _free_name(self, name: str) -> None:
+        check_name(name)
+        if self.store.run(name).exists():
+            raise DDCSInputError(f"run name {name!r} is taken in {self.store.root}; pick another")
 
-def _source(text: str, what: str) -> Path:
-    """A folder (one subfolder per class) or an .npz on the server, checked before anything is read."""
-    raw = (text or "").strip()
-    if not raw:
-        raise DDCSInputError(f"{what}: enter a path on the server")
-    path = Path(raw).expanduser()
-    if not path.exists():
-        raise DDCSInputError(f"{what} {raw}: not found on the server")
-    if path.is_file() and path.suffix.lower() != ".npz":
-        raise DDCSInputError(f"{what} {raw}: must be a folder with one subfolder per class, or an .npz file")
-    if not path.is_file() and not path.is_dir():
-        raise DDCSInputError(f"{what} {raw}: neither a folder nor a file")
-    return path.resolve()
+    def _uploads_dir(self) -> Path:
+        folder = self.store.root / UPLOADS
+        folder.mkdir(parents=True, exist_ok=True)
+        return folder
+
+    def _input(self, path: str, upload: str | None, what: str, staging: Path | None,
+               part: str) -> tuple[Path, str, str]:
+        """(the image source to load, how the run records it, its stem for names): an upload wins over a path."""
+        if upload:
+            file_name = Path(upload).name
+            src = unpack_upload(upload, staging / part, self.upload_limits, file_name)
+            return src, f"upload:{file_name}", Path(file_name).stem
+        src = self.roots.image_source(path, what)
+        return src, str(src), src.stem if src.is_file() else src.name
+
+
+def _load(src: Path, label: str, size: int | None = None) -> ImageSet:
+    """The images of `src`, their provenance and errors naming what the user gave (an upload's name, not
+    the folder it was unpacked into)."""
+    prefix = str(src)
+    try:
+        images = load_images(src, size=size, progress=False)
+    except DDCSInputError as exc:
+        raise DDCSInputError(str(exc).replace(prefix, label)) from None
+    except OSError as exc:
+        raise DDCSInputError(f"{label}: cannot be read ({exc.strerror or type(exc).__name__})") from None
+    if label == prefix:
+        return images
+    return replace(images, paths=[label + p[len(prefix):] for p in images.paths], source=label)
 
 
 def _slug(text: str) -> str:
@@ -277,5 +315,5 @@ def _slug(text: str) -> str:
     return slug
 
 
-def _default_name(recon: Path) -> str:
-    return f"eval-{_slug(recon.stem) or 'recon'}-{datetime.now().strftime('%Y%m%d-%H%M%S')}"
+def _default_name(stem: str) -> str:
+    return f"eval-{_slug(stem) or 'recon'}-{datetime.now().strftime('%Y%m%d-%H%M%S')}"
