@@ -62,7 +62,8 @@ def read_auth(args: argparse.Namespace, environ: Mapping[str, str] = os.environ)
         try:
             lines = Path(args.auth_file).read_text(encoding="utf-8").splitlines()
         except (OSError, UnicodeDecodeError) as exc:
-            raise DDCSInputError(f"--auth-file {args.auth_file}: cannot be read ({getattr(exc, 'strerror', None) or exc})") from None
+            why = getattr(exc, "strerror", None) or exc
+            raise DDCSInputError(f"--auth-file {args.auth_file}: cannot be read ({why})") from None
         return parse_auth(lines[0] if lines else "", f"--auth-file {args.auth_file}")
     if args.auth is None and environ.get("DDCS_AUTH"):
         return parse_auth(environ["DDCS_AUTH"], "DDCS_AUTH")

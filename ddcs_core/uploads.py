@@ -85,9 +85,10 @@ def _checked_members(archive: zipfile.ZipFile, label: str, limits: UploadLimits,
         if total > limits.max_total_bytes:
             raise DDCSInputError(f"upload {label}: unpacks to more than {_size(limits.max_total_bytes)}, the cap "
                                  "(app.py --max-upload-gb raises it)")
-        if info.file_size > limits.ratio_exempt_bytes and info.file_size > limits.max_ratio * max(1, info.compress_size):
-            raise DDCSInputError(f"upload {label}: member {name!r} unpacks {info.file_size / max(1, info.compress_size):.0f}"
-                                 f" times its packed size (cap {limits.max_ratio:.0f}); refused as a likely zip bomb")
+        ratio = info.file_size / max(1, info.compress_size)
+        if info.file_size > limits.ratio_exempt_bytes and ratio > limits.max_ratio:
+            raise DDCSInputError(f"upload {label}: member {name!r} unpacks {ratio:.0f} times its packed size "
+                                 f"(cap {limits.max_ratio:.0f}); refused as a likely zip bomb")
         if info.is_dir() or parts[0] == "__MACOSX" or any(p.startswith(".") for p in parts):
             continue
         kept.append(info)

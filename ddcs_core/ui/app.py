@@ -399,7 +399,8 @@ def build_app(runs_dir: str | Path = "runs", device: str = "auto", explorer: Exp
         def_n.release(on_defense, ctx_in, tab_out["defense"])
         map_b.click(on_map_job, ctx_in, job_out)
         timer.tick(on_tick, [*ctx_in, seen_st, open_st], every, show_progress="hidden")
-        ev_b.click(on_evaluate, [ev_targets, ev_recon, ev_targets_up, ev_recon_up, ev_name, ev_profile, ev_device, *ctx_in], every)
+        ev_b.click(on_evaluate, [ev_targets, ev_recon, ev_targets_up, ev_recon_up, ev_name, ev_profile, ev_device,
+                                 *ctx_in], every)
         at_b.click(on_attack, [at_name, at_modes, at_proj, at_steps, at_lam, at_k, at_mu, at_n, at_classes, at_seed,
                                at_device, *ctx_in], [*every, at_msg])
         kind_dd.change(Explorer.kind_help, kind_dd, kind_md)

@@ -247,7 +247,9 @@ class Explorer:
         name = (name or "").strip()
         if name:
             self._free_name(name)
-        staging = Path(tempfile.mkdtemp(prefix="upload-", dir=self._uploads_dir())) if (targets_upload or recon_upload) else None
+        staging = None
+        if targets_upload or recon_upload:
+            staging = Path(tempfile.mkdtemp(prefix="upload-", dir=self._uploads_dir()))
         try:
             targets_src, targets_label, _ = self._input(targets_path, targets_upload, "targets folder", staging,
                                                         "targets")
