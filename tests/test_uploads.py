@@ -105,7 +105,9 @@ def test_evaluate_view_takes_uploads_and_keeps_no_unpacked_copy(tmp_path):
     recon = tmp_path / "my attack.npz"
     np.savez(recon, images=np.concatenate([smooth_images(rng, 3, 32, c) for c in range(2)]),
              labels=np.repeat([0, 1], 3), class_names=np.array(["person_0", "person_1"]))
-    run = ex.import_folders("", "/etc", targets_upload=str(targets), recon_upload=str(recon), update_map=False)
+    with pytest.raises(DDCSInputError, match="reconstructions folder: give an upload or a path on the server, not both"):
+        ex.import_folders("", "/etc", targets_upload=str(targets), recon_upload=str(recon))
+    run = ex.import_folders("", "", targets_upload=str(targets), recon_upload=str(recon), update_map=False)
     assert run.name.startswith("eval-my-attack-") and run.pools() == ["my-attack"]
     assert run.config["targets"] == "upload:targets.zip" and run.config["reconstructions"] == "upload:my attack.npz"
     assert run.targets().paths[0] == "upload:targets.zip/person_0/0.png"

@@ -288,7 +288,9 @@ class Explorer:
 
     def _input(self, path: str, upload: str | None, what: str, staging: Path | None,
                part: str) -> tuple[Path, str, str]:
-        """(the image source to load, how the run records it, its stem for names): an upload wins over a path."""
+        """(the image source to load, how the run records it, its stem for names) of an upload or a path."""
+        if upload and (path or "").strip():
+            raise DDCSInputError(f"{what}: give an upload or a path on the server, not both (clear one)")
         if upload:
             file_name = Path(upload).name
             src = unpack_upload(upload, staging / part, self.upload_limits, file_name)
