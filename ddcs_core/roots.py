@@ -26,13 +26,14 @@ class DataRoots:
     @classmethod
     def for_store(cls, store: str | Path, data_roots: Iterable[str | Path] | None = None,
                   environ: Mapping[str, str] = os.environ) -> DataRoots:
-        """The run store plus `data_roots`, or plus $DDCS_DATA (when set) if none are given."""
+        """The run store plus `data_roots` (each must be a folder), or plus $DDCS_DATA when none are given
+        and it names a folder (a stale variable must not stop the app)."""
         extra = list(data_roots or [])
-        if not extra and environ.get("DDCS_DATA"):
-            extra = [environ["DDCS_DATA"]]
         for root in extra:
             if not Path(root).is_dir():
-                raise DDCSInputError(f"data root {root}: not a folder")
+                raise DDCSInputError(f"--data-root {root}: not a folder")
+        if not extra and environ.get("DDCS_DATA") and Path(environ["DDCS_DATA"]).is_dir():
+            extra = [environ["DDCS_DATA"]]
         return cls([store, *extra])
 
     def describe(self) -> str:

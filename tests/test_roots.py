@@ -77,6 +77,7 @@ def test_default_roots_are_the_store_and_ddcs_data(tmp_path):
     other.mkdir()
     assert DataRoots.for_store(store, environ={}).roots == (store.resolve(),)
     assert DataRoots.for_store(store, environ={"DDCS_DATA": str(data)}).roots == (store.resolve(), data.resolve())
+    assert DataRoots.for_store(store, environ={"DDCS_DATA": str(tmp_path / "gone")}).roots == (store.resolve(),)
     given = DataRoots.for_store(store, [other], environ={"DDCS_DATA": str(data)})
     assert given.roots == (store.resolve(), other.resolve())
     with pytest.raises(DDCSInputError, match="not a folder"):
