@@ -168,8 +168,6 @@ def evaluate_sets(targets: ImageSet, recon: ImageSet, config: EvalConfig, progre
     warnings += _prdc_warnings(prdc, config.nearest_k, targets.class_names)
     fid_value, fid_warnings = _fid(target_feats, recon_feats, feats_name)
     warnings += fid_warnings
-    for w in warnings:
-        log.warning(w)
     report = {
         "ddcs_explorer": ddcs_core.__version__,
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
