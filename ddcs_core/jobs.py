@@ -231,7 +231,7 @@ class RunLock:
 def _busy_message(run: Run) -> str:
     held = read_status(run)
     if held is not None and held.active:
-        return (f"run {run.name} is busy: a {held.kind} job (pid {held.pid}, started {held.started}) is running "
+        return (f"run {run.name} is busy: job '{held.kind}' (pid {held.pid}, started {held.started}) is running "
                 "on it; wait for it to finish or cancel it, then try again")
     return f"run {run.name} is busy: another process holds its job lock ({run.path / LOCK_FILE}); try again later"
 
@@ -357,10 +357,14 @@ class JobRunner:
                 raise DDCSInputError(f"run {run.name} already has a {current.kind} job "
                                      f"{current.state}; wait for it to finish or cancel it first")
             run_lock = RunLock(run).acquire()  # a job of another process (the CLI) may hold it
-            job = _Job(run, spec, values, run_lock)
+            try:
+                job = _Job(run, spec, values, run_lock)
+                job.persist()
+                job.thread.start()
+            except BaseException:
+                run_lock.release()
+                raise
             self._jobs[key] = job
-            job.persist()
-            job.thread.start()
         return job.snapshot()
 
     def status(self, run: Run) -> JobStatus | None:

@@ -306,9 +306,12 @@ def test_non_utf8_file_name_does_not_break_the_writer(world, capsys):
     targets, recon, tmp = world
     src = targets / "person_0" / "000.png"
     os.rename(src, os.path.join(os.fsencode(src.parent), b"caf\xe9.png"))
+    for root in (targets, recon):  # a class folder name that is not UTF-8 either, on both sides
+        os.rename(root / "person_2", os.path.join(os.fsencode(root), b"Jos\xe9"))
     code, _, err = _cli(["--targets", targets, "--recon", recon, "--out", tmp / "o"], capsys)
     assert code == 0, err
-    assert "caf\\xe9.png" in (tmp / "o" / "targets.csv").read_text(encoding="utf-8")
+    table = (tmp / "o" / "targets.csv").read_text(encoding="utf-8")
+    assert "caf\\xe9.png" in table and ",Jos\\xe9," in table
     report = json.loads((tmp / "o" / "report.json").read_text(encoding="utf-8"))
     assert any("caf\\xe9.png: file name is not valid UTF-8" in w for w in report["warnings"])
     assert "warning: " in err and "not valid UTF-8" in err

@@ -66,7 +66,7 @@ def test_cli_run_and_app_jobs_share_one_lock_and_take_over_stale_ones(tmp_path, 
         args = ["run", "--config", "assets/configs/demo.yaml", "--runs", str(tmp_path), "--name", "demo", "--quiet"]
         assert main(args) == 2
         err = capsys.readouterr().err
-        assert f"run demo is busy: a run (CLI) job (pid {holder.pid}" in err and err.count("\n") == 1
+        assert f"run demo is busy: job 'run (CLI)' (pid {holder.pid}" in err and err.count("\n") == 1
         with pytest.raises(DDCSInputError, match="busy|already has a run \\(CLI\\) job"):
             JobRunner().start(run, "map", {})
         with pytest.raises(DDCSInputError, match="busy"):

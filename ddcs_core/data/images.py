@@ -237,7 +237,7 @@ def list_image_folder(root: Path, warnings: list[str] | None = None) -> tuple[li
         labels.extend([label] * len(listing.images))
     if skipped:
         warnings.append(f"{_shown(root)}: skipped {len(skipped)} file(s) that are not images ({_extensions(skipped)})")
-    return files, np.asarray(labels, dtype=np.int64), class_names
+    return files, np.asarray(labels, dtype=np.int64), [_display_path(Path(n), warnings) for n in class_names]
 
 
 @dataclass
@@ -424,7 +424,12 @@ def _load_npz(path: Path, size: int | None, progress: bool, policy: str, limits:
 
 def _check_npz_headers(path: Path, limits: Limits) -> None:
     """Refuse a non-zip file and arrays whose headers declare more than the caps, before numpy allocates them."""
-    if not zipfile.is_zipfile(path):
+    try:
+        with open(path, "rb") as fh:
+            is_zip = zipfile.is_zipfile(fh)
+    except OSError as e:
+        raise DDCSInputError(f"{_shown(path)}: cannot read file ({e.strerror or e})") from e
+    if not is_zip:
         raise DDCSInputError(f"{_shown(path)}: not an .npz archive (not a zip file); save it with numpy.savez")
     total = 0
     try:
