@@ -83,3 +83,30 @@ def test_cli_run_and_app_jobs_share_one_lock_and_take_over_stale_ones(tmp_path, 
             JobRunner().start(run, "map", {})  # an app job is refused while the lock is held in this process too
     finally:
         lock.release()
+
+
+def test_a_killed_set_write_leaves_the_old_set_and_its_leftovers_are_cleaned(tmp_path):
+    import signal
+    import subprocess
+    import sys
+
+    from ddcs_core import atomic
+
+    folder = tmp_path / "pool"
+    atomic.write_set(folder, "evaluation", {"a.txt": lambda p: p.write_text("old a"),
+                                            "b.txt": lambda p: p.write_text("old b")})
+    code = ("import sys, time; from pathlib import Path; from ddcs_core import atomic\n"
+            "def stuck(p):\n"
+            "    print('writing b', flush=True); time.sleep(60)\n"
+            "atomic.write_set(Path(sys.argv[1]), 'evaluation', {'a.txt': lambda p: p.write_text('new a'), "
+            "'b.txt': stuck})\n")
+    proc = subprocess.Popen([sys.executable, "-c", code, str(folder)], stdout=subprocess.PIPE, text=True)
+    assert proc.stdout.readline().strip() == "writing b"  # a.txt of the new set is on disk
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert (folder / "a.txt").read_text() == "old a" and (folder / "b.txt").read_text() == "old b"
+    assert len(list(folder.glob(".evaluation-*"))) == 2  # the current set and the killed one's half set
+    atomic.write_set(folder, "evaluation", {"a.txt": lambda p: p.write_text("new a"),
+                                            "b.txt": lambda p: p.write_text("new b")})
+    assert (folder / "a.txt").read_text() == "new a" and (folder / "b.txt").read_text() == "new b"
+    assert [p.name for p in folder.glob(".evaluation-*")] == [atomic.current_set(folder, "evaluation").name]
