@@ -19,7 +19,15 @@ def _add_evaluate(sub) -> None:
     p.add_argument("--profile", choices=["paper", "fast"], default="fast",
                    help="paper: LPIPS-VGG at 256x256; fast: LPIPS-alex at native size (default)")
     p.add_argument("--net", choices=["alex", "vgg"], help="override the profile's LPIPS backbone")
-    p.add_argument("--size", type=int, help="resize every image to SIZE x SIZE (bilinear) before evaluation")
+    p.add_argument("--size", type=int, help="bring every image to SIZE x SIZE (bilinear, by --resize) before evaluation")
+    p.add_argument("--resize", choices=["stretch", "center-crop", "pad"], default="stretch",
+                   help="how images that are not SIZE x SIZE get there: stretch (default; aspect ratio changes), "
+                        "center-crop (the central square) or pad (black borders); recorded in the report")
+    p.add_argument("--max-image-pixels", type=int, metavar="N",
+                   help="refuse images of more than N pixels, from their headers (default 4096*4096 or "
+                        "$DDCS_MAX_IMAGE_PIXELS)")
+    p.add_argument("--max-set-gb", type=float, metavar="X",
+                   help="refuse an image set or .npz that decodes to more than X GB (default 4 or $DDCS_MAX_SET_GB)")
     p.add_argument("--class-agnostic", action="store_true", help="assign reconstructions over all targets, not only their class")
     p.add_argument("--skip-unknown-classes", action="store_true", help="drop reconstructions of classes absent from the targets")
     p.add_argument("--eval-model", help="evaluation classifier checkpoint: attack accuracy and KNN distance")
@@ -46,6 +54,8 @@ def _run_evaluate(args) -> int:
                      | {"coverage": r["prdc"]["coverage"], "fid": r["fid"]["value"], "out": str(args.out)}, indent=2))
     for note in r["notes"]:
         print(f"note: {note}", file=sys.stderr)
+    for warning in r["warnings"]:
+        print(f"warning: {warning}", file=sys.stderr)
     return 0
 
 
@@ -197,13 +207,18 @@ def _add_run(sub) -> None:
 
 
 def _run_run(args) -> int:
-    from ddcs_core.experiment import run_experiment
+    from ddcs_core.experiment import load_config, run_experiment
+    from ddcs_core.jobs import exclusive_job
     from ddcs_core.reproduce import reproduction_table, to_text
+    from ddcs_core.runs import RunStore
 
     t = time.perf_counter()
     only = [s.strip() for s in args.only.split(",") if s.strip()] if args.only else None
-    run = run_experiment(args.config, args.runs, args.name, args.device, progress=not args.quiet, only=only,
-                         overrides=args.overrides)
+    target = RunStore(args.runs).run(args.name or load_config(args.config, args.overrides)["name"])
+    params = {"config": args.config, "only": args.only or "", "overrides": list(args.overrides), "device": args.device}
+    with exclusive_job(target, "run (CLI)", params):  # the same lock as the app's jobs: never two on one run
+        run = run_experiment(args.config, args.runs, args.name, args.device, progress=not args.quiet, only=only,
+                             overrides=args.overrides)
     print(to_text(reproduction_table(run)))
     print(f"run {run.path} complete in {time.perf_counter() - t:.1f} s this session "
           f"(steps: {run.path / 'steps.json'}; `python -m ddcs_core reproduce --run {run.path}`)")

@@ -1,13 +1,16 @@
 """Evaluate any attack's reconstructions against the private targets: DDCS and the standard metrics.
 
 Flow: load both sets → align their classes by name → LPIPS nearest-target search (exact, streamed)
-→ pure metric functions → report.json, targets.csv and evaluation.npz written atomically.
+→ pure metric functions → report.json, targets.csv and evaluation.npz written atomically as one set
+(atomic.write_set). Everything cheap (the output folder, the evaluation model, the caps) is checked
+before the images are decoded and long before the LPIPS search.
 """
 
 from __future__ import annotations
 
 import csv
 import io
+import json
 import logging
 import platform
 import time
@@ -19,7 +22,8 @@ import numpy as np
 
 import ddcs_core
 from ddcs_core import atomic
-from ddcs_core.data.images import ImageSet, load_images
+from ddcs_core.data.images import ImageSet, Limits, load_images
+from ddcs_core.data.transforms import RESIZE_POLICIES
 from ddcs_core.errors import DDCSInputError
 from ddcs_core.features import INCEPTION_NAME, InceptionFeatures, classifier_outputs, find_inception_weights
 from ddcs_core.metrics import ddcs_from_assignment, fid, knn_distance, prdc_per_class, topk_accuracy
@@ -52,6 +56,9 @@ class EvalConfig:
     batch_size: int = 64
     memory_cap_gb: float = 2.0
     seed: int = 0
+    resize: str = "stretch"
+    max_image_pixels: int | None = None
+    max_set_gb: float | None = None
 
     def resolved(self) -> dict:
         if self.profile not in PROFILES:
@@ -60,9 +67,19 @@ class EvalConfig:
             raise DDCSInputError(f"--features must be auto, lpips, inception or eval-model, got {self.features!r}")
         if self.prdc_mode not in ("naeem", "ppa"):
             raise DDCSInputError(f"--prdc-mode must be naeem or ppa, got {self.prdc_mode!r}")
+        if self.resize not in RESIZE_POLICIES:
+            raise DDCSInputError(f"--resize must be one of {', '.join(RESIZE_POLICIES)}, got {self.resize!r}")
+        if self.features == "eval-model" and not self.eval_model:
+            raise DDCSInputError("--features eval-model needs --eval-model")
         prof = PROFILES[self.profile]
-        return {"name": self.profile, "net": self.net or prof["net"], "size": self.size or prof["size"],
-                "about": prof["about"], "assignment": "class-agnostic" if self.class_agnostic else "class-conditional"}
+        net, size = self.net or prof["net"], self.size or prof["size"]
+        about = prof["about"]
+        if (net, size) != (prof["net"], prof["size"]) or (size and self.resize != "stretch"):
+            where = f"images brought to {size}x{size} ({self.resize}, bilinear)" if size else \
+                "the reconstructions' native size"
+            about = f"LPIPS-{net} on {where}; {self.profile} profile with overrides"
+        return {"name": self.profile, "net": net, "size": size, "resize": self.resize, "about": about,
+                "assignment": "class-agnostic" if self.class_agnostic else "class-conditional"}
 
 
 @dataclass
@@ -99,21 +116,22 @@ def align_classes(targets: ImageSet, recon: ImageSet, skip_unknown: bool) -> tup
     return recon, np.array([index[n] for n in names], dtype=np.int64), notes
 
 
-def _load_pair(targets_path, recon_path, profile: dict, progress: bool) -> tuple[ImageSet, ImageSet, list[str]]:
-    size = profile["size"]
-    recon = load_images(recon_path, size=size, progress=progress)
+def _load_pair(targets_path, recon_path, profile: dict, progress: bool,
+               limits: Limits | None = None) -> tuple[ImageSet, ImageSet, list[str]]:
+    size, policy = profile["size"], profile.get("resize", "stretch")
+    recon = load_images(recon_path, size=size, progress=progress, resize=policy, limits=limits)
     notes = []
     if size is None:
         h, w = recon.size
         if h != w:
-            raise DDCSInputError(f"{recon_path}: reconstructions are {h}x{w}, not square; pass --size")
-        size = h
-        targets = load_images(targets_path, progress=progress)
-        if targets.size != (h, w):
-            notes.append(f"targets resized (bilinear) from {targets.size[0]}x{targets.size[1]} to the reconstructions' {h}x{w}")
-            targets = load_images(targets_path, size=size, progress=progress)
+            raise DDCSInputError(f"{recon_path}: reconstructions are {w}x{h}, not square; "
+                                 "pass --size N (and --resize stretch|center-crop|pad)")
+        targets = load_images(targets_path, size=h, progress=progress, resize=policy, limits=limits)
+        if targets.resize and targets.resize["resized"]:
+            notes.append(f"{targets.resize['resized']} target(s) resized ({policy}, bilinear) from "
+                         f"{', '.join(targets.resize['native_sizes'])} to the reconstructions' {w}x{h}")
     else:
-        targets = load_images(targets_path, size=size, progress=progress)
+        targets = load_images(targets_path, size=size, progress=progress, resize=policy, limits=limits)
     return targets, recon, notes
 
 
@@ -145,12 +163,19 @@ def evaluate_sets(targets: ImageSet, recon: ImageSet, config: EvalConfig, progre
                      "infinite, so they are left out of DDCS and listed in exact_copy_targets")
     feats_name, target_feats, recon_feats, eval_block = _features(config, metric, targets, recon, recon_labels,
                                                                   target_feats, near.query_pooled)
+    warnings = list(targets.warnings) + list(recon.warnings)
+    prdc = _prdc(target_feats, targets.labels, recon_feats, recon_labels, config)
+    warnings += _prdc_warnings(prdc, config.nearest_k, targets.class_names)
+    fid_value, fid_warnings = _fid(target_feats, recon_feats, feats_name)
+    warnings += fid_warnings
     report = {
         "ddcs_explorer": ddcs_core.__version__,
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "profile": profile,
         "inputs": {"targets": targets.source, "reconstructions": recon.source,
                    "image_size": list(targets.size)},
+        "resize": {"policy": profile.get("resize", "stretch"), "size": list(targets.size),
+                   "targets": targets.resize, "reconstructions": recon.resize},
         "counts": {"targets": len(targets), "reconstructions": len(recon), "target_classes": len(targets.class_names),
                    "reconstruction_classes": int(len(np.unique(recon_labels)))},
         "ddcs": result.ddcs,
@@ -159,9 +184,8 @@ def evaluate_sets(targets: ImageSet, recon: ImageSet, config: EvalConfig, progre
         "matched_fraction": result.matched_fraction,
         "exact_copies": result.n_exact_copies,
         "exact_copy_targets": [targets.paths[i] for i in np.flatnonzero(result.exact_copy)],
-        "prdc": {"k": config.nearest_k, "mode": config.prdc_mode, "features": feats_name,
-                 **_prdc(target_feats, targets.labels, recon_feats, recon_labels, config)},
-        "fid": {"value": fid(target_feats, recon_feats), "features": feats_name},
+        "prdc": {"k": config.nearest_k, "mode": config.prdc_mode, "features": feats_name, **prdc},
+        "fid": {"value": fid_value, "features": feats_name},
         **eval_block,
         "config": asdict(config),
         "device": str(metric.device),
@@ -169,6 +193,7 @@ def evaluate_sets(targets: ImageSet, recon: ImageSet, config: EvalConfig, progre
         "versions": _versions(),
         "timing_s": {"lpips_search": round(t_lpips, 3), "total": round(time.perf_counter() - t0, 3)},
         "notes": notes,
+        "warnings": warnings,
     }
     return Evaluation(report, result, targets, recon, near.index, near.distance, notes)
 
@@ -194,9 +219,7 @@ def _features(config: EvalConfig, metric: PerceptualDistance, targets: ImageSet,
                       "eval_model": {"path": str(config.eval_model), "arch": info.get("arch"), "sha256": info.get("sha256")}}
         eval_feats = (t_feats, r_feats)
     choice = config.features
-    if choice == "eval-model":
-        if eval_feats is None:
-            raise DDCSInputError("--features eval-model needs --eval-model")
+    if choice == "eval-model":  # resolved() made sure an evaluation model is given
         return f"eval-model penultimate ({eval_block['eval_model']['arch']})", *eval_feats, eval_block
     weights = find_inception_weights(config.inception_weights) if choice in ("auto", "inception") else None
     if choice == "inception" and weights is None:
@@ -228,6 +251,35 @@ def _prdc(target_feats, target_labels, recon_feats, recon_labels, config: EvalCo
         return {"precision": None, "recall": None, "density": None, "coverage": None, "error": str(exc)}
 
 
+def _prdc_warnings(prdc: dict, k: int, class_names: list[str]) -> list[str]:
+    """What PRDC could not measure: classes with at most k samples have no k-NN radius."""
+    why = f"a k-nearest-neighbour radius needs more than k={k} samples of a class in both sets"
+    if prdc.get("precision") is None:
+        return [f"precision/recall/density/coverage are undefined (null): no class has more than {k} targets and "
+                f"more than {k} reconstructions ({why}); lower --k or bring more reconstructions per class"]
+    skipped = prdc.get("skipped_classes") or []
+    if not skipped:
+        return []
+    names = [class_names[c] if isinstance(c, int) and 0 <= c < len(class_names) else str(c) for c in skipped]
+    shown = ", ".join(names[:8]) + (" ..." if len(names) > 8 else "")
+    return [f"precision/recall/density/coverage leave out {len(skipped)} class(es) with at most {k} targets or at "
+            f"most {k} reconstructions ({shown}): {why}; the averages cover the other {prdc.get('n_classes')} class(es)"]
+
+
+def _fid(target_feats: np.ndarray, recon_feats: np.ndarray, name: str) -> tuple[float | None, list[str]]:
+    """FID, or None when undefined; a warning when too few samples make it meaningless."""
+    n_t, n_r, dim = len(target_feats), len(recon_feats), int(target_feats.shape[1])
+    try:
+        value = fid(target_feats, recon_feats)
+    except DDCSInputError as exc:
+        return None, [f"FID is undefined (null): {exc}"]
+    if min(n_t, n_r) <= dim:
+        return value, [f"FID from {n_r} reconstructions and {n_t} targets in {dim}-dimensional features ({name}): "
+                       "with no more samples than dimensions the covariances are singular, so the value is dominated "
+                       "by small-sample bias and cannot be compared with FIDs of other set sizes"]
+    return value, []
+
+
 def _versions() -> dict:
     import importlib.metadata as md
 
@@ -257,7 +309,7 @@ def targets_table(ev: Evaluation) -> list[dict]:
 
 
 def write_evaluation(out_dir: str | Path, ev: Evaluation) -> Path:
-    """report.json, targets.csv and evaluation.npz, each written atomically."""
+    """report.json, targets.csv and evaluation.npz as one set: readers see all old or all new files."""
     out = Path(out_dir)
     if out.exists() and not out.is_dir():
         raise DDCSInputError(f"--out {out}: exists and is not a folder")
@@ -267,21 +319,44 @@ def write_evaluation(out_dir: str | Path, ev: Evaluation) -> Path:
     writer.writeheader()
     for row in rows:
         writer.writerow({k: (f"{v:.8g}" if isinstance(v, float) else v) for k, v in row.items()})
+    csv_bytes = buf.getvalue().encode("utf-8")
+    report_bytes = (json.dumps(ev.report, indent=2, allow_nan=False) + "\n").encode("utf-8")
     res = ev.result
-    atomic.write_npz(out / "evaluation.npz", d_tar=res.d_tar, nearest=res.nearest, contribution=res.contribution,
-                     matched=res.matched, exact_copy=res.exact_copy, n_assigned=res.n_assigned,
-                     target_labels=ev.targets.labels, recon_assigned=ev.assigned, recon_dist=ev.assigned_dist)
-    atomic.write_text(out / "targets.csv", buf.getvalue())
-    atomic.write_json(out / "report.json", ev.report)
+    arrays = dict(d_tar=res.d_tar, nearest=res.nearest, contribution=res.contribution, matched=res.matched,
+                  exact_copy=res.exact_copy, n_assigned=res.n_assigned, target_labels=ev.targets.labels,
+                  recon_assigned=ev.assigned, recon_dist=ev.assigned_dist)
+
+    def save_npz(path: Path) -> None:
+        with open(path, "wb") as f:
+            np.savez(f, **arrays)
+
+    from ddcs_core.runs import EVALUATION_SET
+
+    atomic.write_set(out, EVALUATION_SET, {"evaluation.npz": save_npz,
+                                           "targets.csv": lambda p: p.write_bytes(csv_bytes),
+                                           "report.json": lambda p: p.write_bytes(report_bytes)})
     return out
+
+
+def preflight(out_dir: str | Path, config: EvalConfig) -> Limits:
+    """Everything cheap that can fail, checked before any image is decoded: the config, the caps,
+    the output folder's writability and the evaluation model."""
+    config.resolved()
+    limits = Limits.resolve(config.max_image_pixels, config.max_set_gb)
+    atomic.check_writable(out_dir, "--out")
+    if config.eval_model:
+        from ddcs_core.models.checkpoints import load_model
+
+        load_model(config.eval_model)
+    return limits
 
 
 def evaluate(targets_path: str | Path, recon_path: str | Path, out_dir: str | Path, config: EvalConfig | None = None,
              progress: bool = True) -> Evaluation:
-    """The CLI's `evaluate`: load, compute, write. Nothing is written unless everything succeeded."""
+    """The CLI's `evaluate`: check, load, compute, write. Nothing is written unless everything succeeded."""
     config = config or EvalConfig()
-    profile = config.resolved()
-    targets, recon, notes = _load_pair(targets_path, recon_path, profile, progress)
+    limits = preflight(out_dir, config)
+    targets, recon, notes = _load_pair(targets_path, recon_path, config.resolved(), progress, limits)
     ev = evaluate_sets(targets, recon, config, progress=progress, notes=notes)
     write_evaluation(out_dir, ev)
     return ev

@@ -5,10 +5,15 @@ its parameters, so the app can draw a form for any kind without knowing it. Each
 thread; `report(fraction, message)` feeds the progress bar and the log, and `cancelled()` turns true
 when the user asks to stop (cancellation is cooperative: the job checks it between steps). The status
 is written atomically to `<run>/job.json`, so a restarted app shows how the last job ended.
+
+One job at a time per run holds across processes: every job, the app's and the CLI's `run`
+(`exclusive_job`), takes an exclusive OS lock on `<run>/job.lock` (`RunLock`). The kernel drops the
+lock when its process dies, so the lock of a killed process is simply taken over.
 """
 
 from __future__ import annotations
 
+import fcntl
 import importlib
 import importlib.util
 import json
@@ -17,7 +22,8 @@ import os
 import threading
 import time
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from typing import Any
@@ -37,6 +43,7 @@ JobFn = Callable[[Run, dict, Report, Cancelled], None]
 Choices = Sequence[str] | Callable[[Run | None], Sequence[str]]
 
 JOB_FILE = "job.json"
+LOCK_FILE = "job.lock"
 MAX_LOG_LINES = 1000
 ACTIVE = ("queued", "running")
 # Modules that register job kinds when imported (attack code); missing ones are skipped.
@@ -189,9 +196,73 @@ def read_status(run: Run) -> JobStatus | None:
         return None
 
 
-class _Job:
-    def __init__(self, run: Run, kind: JobKind, params: dict) -> None:
+class RunLock:
+    """The exclusive lock one job of a run holds (flock on <run>/job.lock; released when its process dies)."""
+
+    def __init__(self, run: Run) -> None:
         self.run = run
+        self._fd: int | None = None
+
+    def acquire(self) -> RunLock:
+        """Take the lock or refuse, naming the job that holds it."""
+        self.run.path.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self.run.path / LOCK_FILE, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o666)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            os.close(fd)
+            raise DDCSInputError(_busy_message(self.run)) from None
+        self._fd = fd
+        return self
+
+    def release(self) -> None:
+        if self._fd is not None:
+            fcntl.flock(self._fd, fcntl.LOCK_UN)
+            os.close(self._fd)
+            self._fd = None
+
+    def __enter__(self) -> RunLock:
+        return self.acquire()
+
+    def __exit__(self, *exc) -> None:
+        self.release()
+
+
+def _busy_message(run: Run) -> str:
+    held = read_status(run)
+    if held is not None and held.active:
+        return (f"run {run.name} is busy: job '{held.kind}' (pid {held.pid}, started {held.started}) is running "
+                "on it; wait for it to finish or cancel it, then try again")
+    return f"run {run.name} is busy: another process holds its job lock ({run.path / LOCK_FILE}); try again later"
+
+
+@contextmanager
+def exclusive_job(run: Run, kind: str, params: dict) -> Iterator[None]:
+    """Hold the run's job lock for work started outside the app (the CLI's `run`), and record it in
+    job.json so the app shows it running and refuses to start another job beside it."""
+    with RunLock(run):
+        status = JobStatus(uuid.uuid4().hex[:12], kind, params, state="running", started=_now(), pid=os.getpid())
+        atomic.write_json(run.path / JOB_FILE, asdict(status))
+        try:
+            yield
+        except KeyboardInterrupt:
+            status.state, status.message = "cancelled", "interrupted from the terminal"
+            raise
+        except BaseException as exc:
+            status.state, status.error = "failed", str(exc)
+            status.message = f"failed: {exc}"
+            raise
+        else:
+            status.state, status.progress, status.message = "done", 1.0, "done"
+        finally:
+            status.finished = _now()
+            atomic.write_json(run.path / JOB_FILE, asdict(status))
+
+
+class _Job:
+    def __init__(self, run: Run, kind: JobKind, params: dict, run_lock: RunLock) -> None:
+        self.run = run
+        self.run_lock = run_lock
         self.kind = kind
         self.cancel_event = threading.Event()
         self.lock = threading.Lock()
@@ -239,6 +310,12 @@ class _Job:
         self.persist()
 
     def _main(self) -> None:
+        try:
+            self._work()
+        finally:
+            self.run_lock.release()
+
+    def _work(self) -> None:
         with self.lock:
             self.status.state = "running"
         self.persist()
@@ -279,10 +356,15 @@ class JobRunner:
             if current is not None and current.active:
                 raise DDCSInputError(f"run {run.name} already has a {current.kind} job "
                                      f"{current.state}; wait for it to finish or cancel it first")
-            job = _Job(run, spec, values)
+            run_lock = RunLock(run).acquire()  # a job of another process (the CLI) may hold it
+            try:
+                job = _Job(run, spec, values, run_lock)
+                job.persist()
+                job.thread.start()
+            except BaseException:
+                run_lock.release()
+                raise
             self._jobs[key] = job
-            job.persist()
-            job.thread.start()
         return job.snapshot()
 
     def status(self, run: Run) -> JobStatus | None:
@@ -367,6 +449,8 @@ def _evaluate_job(run: Run, params: dict, report: Report, cancelled: Cancelled) 
     ev = evaluate_sets(targets, recon, config, notes=notes)
     run.write_evaluation(pool, ev)
     r = ev.report
+    for warning in r["warnings"]:
+        report(0.7, f"warning: {warning}")
     report(0.7, f"stored: DDCS {r['ddcs']:.4g}, matched {r['matched']}/{r['counts']['targets']}, "
                 f"coverage {_fmt(r['prdc'].get('coverage'))}")
     if cancelled():

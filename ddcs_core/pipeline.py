@@ -167,7 +167,12 @@ def load_world(folder: Path = SHIPPED, device: str | torch.device = "cpu", verif
     for role, fname in FILES.items():
         if not (folder / fname).is_file():
             raise DDCSInputError(f"{folder / fname}: missing; run `python -m ddcs_core demo build --from-scratch`")
-        models[role], info = load_model(folder / fname, expected_sha256=expected.get(fname), device=device)
+        if verify and fname not in expected:
+            raise DDCSInputError(f"{folder / fname}: not listed in {folder / 'manifest.json'}, so it cannot be "
+                                 "verified; restore the manifest or rebuild with `python -m ddcs_core demo build "
+                                 "--from-scratch`")
+        models[role], info = load_model(folder / fname, expected_sha256=expected.get(fname), device=device,
+                                        check_manifest=verify)
         names = names or (info.get("meta") or {}).get("class_names")
     manifest.setdefault("class_names", names)
     return DemoWorld(models["victim"], models["evaluator"], models["generator"], models["discriminator"], manifest, folder)

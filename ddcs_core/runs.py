@@ -8,7 +8,8 @@
     <store>/<run>/map.npz                     UMAP coordinates of targets and every pool's reconstructions
     <store>/<run>/grids/...                   fixed-latent sample grids (PNG)
 
-Every file is written atomically, so a killed run leaves each file either complete or absent.
+Every file is written atomically, so a killed run leaves each file either complete or absent; a pool's
+report.json, targets.csv and evaluation.npz are links into one set folder, switched as a whole.
 """
 
 from __future__ import annotations
@@ -24,6 +25,8 @@ from ddcs_core import atomic
 from ddcs_core.data.images import ImageSet
 from ddcs_core.errors import DDCSInputError
 
+# The evaluation's files are one atomic set (atomic.write_set): <pool>/.evaluation -> .evaluation-<id>/
+EVALUATION_SET = "evaluation"
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
 
 
@@ -115,9 +118,13 @@ class Run:
         folder = self.pool_dir(pool)
         if not self.has_evaluation(pool):
             raise DDCSInputError(f"{folder}: pool {pool!r} has not been evaluated yet")
-        with _npz(folder / "evaluation.npz") as z:
-            arrays = {k: z[k] for k in z.files}
-        return PoolEvaluation(json.loads((folder / "report.json").read_text()), arrays)
+        base = atomic.current_set(folder, EVALUATION_SET) or folder  # every file from one set
+        try:
+            return _read_evaluation(base)
+        except (DDCSInputError, FileNotFoundError):
+            if base == folder:
+                raise
+        return _read_evaluation(atomic.current_set(folder, EVALUATION_SET) or folder)  # switched while we read
 
     def write_evaluation(self, pool: str, evaluation) -> None:
         """Store an `evaluate.Evaluation` of this pool (report.json, targets.csv, evaluation.npz)."""
@@ -161,6 +168,12 @@ class RunStore:
         if not (run.path / "targets.npz").is_file():
             run.write_targets(targets)
         return run
+
+
+def _read_evaluation(folder: Path) -> PoolEvaluation:
+    with _npz(folder / "evaluation.npz") as z:
+        arrays = {k: z[k] for k in z.files}
+    return PoolEvaluation(json.loads((folder / "report.json").read_text()), arrays)
 
 
 class _npz:

@@ -333,3 +333,175 @@ def test_center_crop_face() -> None:
     assert (np.asarray(out) == 255).all()
     with pytest.raises(DDCSInputError, match="crop"):
         center_crop_face(Image.fromarray(a), crop=11, out=4)
+
+
+# --- formats by content, caps, resize policies, what loading reports ------------------------------
+
+
+def _png_header_only(path: Path, width: int, height: int) -> Path:
+    """A PNG whose IHDR declares width x height and holds no pixel data: tiny on disk, huge decoded."""
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IEND", b""))
+    return path
+
+
+def test_pgm_ppm_and_images_with_any_name_are_read_by_content(tmp_path: Path) -> None:
+    grey, colour = _rgb()[..., 0], _rgb()
+    (tmp_path / "a").mkdir()
+    Image.fromarray(grey).save(tmp_path / "a" / "g.pgm")
+    Image.fromarray(colour).save(tmp_path / "a" / "c.ppm")
+    Image.fromarray(colour).save(tmp_path / "a" / "no_extension", format="PNG")
+    (tmp_path / "a" / "readme.txt").write_text("not an image")
+    s = load_images(tmp_path, progress=False)
+    assert [Path(p).name for p in s.paths] == ["c.ppm", "g.pgm", "no_extension"]
+    np.testing.assert_array_equal(s.images[0], colour)
+    np.testing.assert_array_equal(s.images[1], np.repeat(grey[..., None], 3, axis=2))
+    assert any("skipped 1 file(s) that are not images (.txt x1)" in w for w in s.warnings)
+
+
+def test_folder_without_images_names_the_extensions_found(tmp_path: Path) -> None:
+    (tmp_path / "a").mkdir()
+    for name in ("x.txt", "y.txt", "z.csv"):
+        (tmp_path / "a" / name).write_text("1,2,3")
+    with pytest.raises(DDCSInputError, match=r"holds no images \(found 3 other file\(s\): \.txt x2, \.csv x1"):
+        load_images(tmp_path, progress=False)
+    (tmp_path / "notes.md").write_text("#")
+    with pytest.raises(DDCSInputError, match=r"holds no images"):
+        load_images(tmp_path, progress=False)
+    flat = tmp_path / "flat"
+    flat.mkdir()
+    (flat / "a.json").write_text("{}")
+    with pytest.raises(DDCSInputError, match=r"no class subfolders \(found 1 other file\(s\): \.json x1"):
+        load_images(flat, progress=False)
+
+
+def test_dangling_symlink_is_reported(tmp_path: Path) -> None:
+    _save(tmp_path / "a" / "x.png", _rgb())
+    (tmp_path / "a" / "gone.png").symlink_to(tmp_path / "nowhere.png")
+    s = load_images(tmp_path, progress=False)
+    assert len(s) == 1
+    assert any("gone.png: dangling symbolic link" in w and "nowhere.png" in w for w in s.warnings)
+    with pytest.raises(DDCSInputError, match="dangling symbolic link"):
+        load_images(tmp_path / "a" / "gone.png", progress=False)
+
+
+def test_unreadable_class_folder_is_a_clear_error(tmp_path: Path, monkeypatch) -> None:
+    import os
+
+    _save(tmp_path / "a" / "x.png", _rgb())
+    real = os.scandir
+
+    def refusing(path):
+        if Path(path).name == "a":
+            raise PermissionError(13, "Permission denied", str(path))
+        return real(path)
+
+    monkeypatch.setattr(os, "scandir", refusing)
+    with pytest.raises(DDCSInputError, match=r"a: cannot read folder \(Permission denied\)"):
+        load_images(tmp_path, progress=False)
+
+
+def test_non_utf8_file_name_is_escaped_and_reported(tmp_path: Path) -> None:
+    import os
+
+    (tmp_path / "a").mkdir()
+    Image.fromarray(_rgb()).save(os.path.join(os.fsencode(tmp_path / "a"), b"caf\xe9.png"), format="PNG")
+    s = load_images(tmp_path, progress=False)
+    assert s.paths[0].endswith("caf\\xe9.png")
+    s.paths[0].encode("utf-8")  # every writer can encode it
+    assert any("not valid UTF-8" in w for w in s.warnings)
+
+
+def test_pixel_cap_is_checked_from_the_header(tmp_path: Path) -> None:
+    from ddcs_core.data.images import Limits
+
+    path = _png_header_only(tmp_path / "a" / "bomb.png", 9000, 9000)
+    assert path.stat().st_size < 100
+    with pytest.raises(DDCSInputError, match=r"bomb\.png: declares 9000x9000 = 81\.0 megapixels, over the cap of "
+                                             r"16\.8; raise it with --max-image-pixels"):
+        load_images(tmp_path, progress=False)
+    small = _png_header_only(tmp_path / "b" / "a" / "small.png", 200, 100)
+    with pytest.raises(DDCSInputError, match=r"small\.png: declares 200x100 = 0\.0 megapixels, over the cap"):
+        load_images(tmp_path / "b", progress=False, limits=Limits.resolve(max_image_pixels=10_000))
+    # a cap raised above the image: the header passes and decoding fails (there are no pixels), naming the file
+    with pytest.raises(DDCSInputError, match=r"small\.png: cannot read image"):
+        load_images(tmp_path / "b", progress=False, limits=Limits.resolve(max_image_pixels=20_000))
+
+
+def test_set_cap_for_folders_and_npz_and_env_override(tmp_path: Path, monkeypatch) -> None:
+    from ddcs_core.data.images import Limits
+
+    for i in range(4):
+        _save(tmp_path / "f" / "a" / f"{i}.png", _rgb(8, 8))
+    tiny = Limits.resolve(max_set_gb=500 / 1e9)  # 500 bytes; the set decodes to 4 * 8 * 8 * 3 = 768
+    with pytest.raises(DDCSInputError, match=r"4 images of 8x8 decode to 0\.00 GB, over the cap.*--max-set-gb"):
+        load_images(tmp_path / "f", progress=False, limits=tiny)
+    path = tmp_path / "z.npz"
+    np.savez_compressed(path, images=np.zeros((400, 64, 64, 3), np.uint8), labels=np.zeros(400, np.int64))
+    assert path.stat().st_size < 20_000  # ~4.9 MB once unpacked
+    monkeypatch.setenv("DDCS_MAX_SET_GB", "0.001")
+    with pytest.raises(DDCSInputError, match=r"z\.npz: its arrays decode to 0\.00 GB, over the cap of 0\.00 GB"):
+        load_images(path, progress=False)
+    monkeypatch.setenv("DDCS_MAX_SET_GB", "0.01")
+    assert len(load_images(path, progress=False)) == 400
+    monkeypatch.setenv("DDCS_MAX_SET_GB", "lots")
+    with pytest.raises(DDCSInputError, match=r"\$DDCS_MAX_SET_GB must be a number"):
+        load_images(path, progress=False)
+
+
+def test_npz_with_forged_header_is_refused_before_allocation(tmp_path: Path) -> None:
+    import io
+    import zipfile
+
+    header = io.BytesIO()
+    np.lib.format.write_array_header_1_0(header, {"descr": "|u1", "fortran_order": False,
+                                                  "shape": (100_000, 4096, 4096, 3)})  # 5 PB declared
+    path = tmp_path / "forged.npz"
+    with zipfile.ZipFile(path, "w") as zf:
+        zf.writestr("images.npy", header.getvalue() + b"\0" * 64)
+        buf = io.BytesIO()
+        np.save(buf, np.zeros(1, np.int64))
+        zf.writestr("labels.npy", buf.getvalue())
+    with pytest.raises(DDCSInputError, match=r"forged\.npz: array 'images' declares .* but holds 64 bytes"):
+        load_images(path, progress=False)
+
+
+def test_non_zip_npz_says_so(tmp_path: Path) -> None:
+    path = tmp_path / "text.npz"
+    path.write_text("just text, no zip")
+    with pytest.raises(DDCSInputError, match=r"text\.npz: not an \.npz archive \(not a zip file\)") as err:
+        load_images(path)
+    assert "pickle" not in str(err.value)
+
+
+def test_resize_policies_and_their_summary(tmp_path: Path) -> None:
+    from ddcs_core.data.transforms import fit_square
+
+    wide = np.zeros((4, 8, 3), np.uint8)
+    wide[:, 2:6] = 255  # a white centre square, black at the sides
+    img = Image.fromarray(wide)
+    assert np.asarray(fit_square(img, 4, "center-crop")).min() == 255  # only the white centre is kept
+    padded = np.asarray(fit_square(img, 8, "pad"))
+    assert padded[:2].max() == 0 and padded[-2:].max() == 0 and padded[2:6, 2:6].min() == 255
+    assert np.asarray(fit_square(img, 4, "stretch")).shape == (4, 4, 3)
+    with pytest.raises(DDCSInputError, match="resize policy"):
+        fit_square(img, 4, "squash")
+
+    _save(tmp_path / "a" / "wide.png", wide)
+    _save(tmp_path / "a" / "square.png", _rgb(4, 4))
+    s = load_images(tmp_path, size=4, resize="center-crop", progress=False)
+    assert s.resize == {"policy": "center-crop", "to": 4, "resized": 1, "non_square": 1,
+                        "native_sizes": ["4x4", "8x4"]}
+    assert not s.warnings
+    stretched = load_images(tmp_path, size=4, progress=False)
+    assert stretched.resize["policy"] == "stretch"
+    assert any("1 non-square image(s) were stretched to 4x4" in w for w in stretched.warnings)
+    with pytest.raises(DDCSInputError, match="--resize must be one of"):
+        load_images(tmp_path, size=4, resize="squash", progress=False)

@@ -167,3 +167,48 @@ def test_pickled_pt_malicious_refused_legit_loaded(tmp_path):
     torch.save([1, 2, 3], odd)
     with pytest.raises(DDCSInputError, match="must be a dict"):
         load_model(odd)
+
+
+def test_checkpoint_beside_a_manifest_must_be_listed_and_match(tmp_path):
+    model = tiny_model()
+    listed, stray = tmp_path / "listed.safetensors", tmp_path / "stray.safetensors"
+    save_model(listed, model, "resnet-s", model.config)
+    assert load_model(listed)[1]["verified"] is False  # no manifest: nothing vouches for the folder
+    save_model(stray, model, "resnet-s", model.config)
+    write_manifest(tmp_path, {"listed.safetensors": {}}, {}, "", {})
+    assert load_model(listed)[1]["verified"] is True
+    with pytest.raises(DDCSInputError, match=r"stray\.safetensors is not listed in .*manifest\.json, so it cannot be "
+                                             r"verified"):
+        load_model(stray)
+    flip_byte(listed)
+    with pytest.raises(DDCSInputError, match=r"listed\.safetensors: sha256 .* does not match"):
+        load_model(listed)
+
+
+def test_world_file_left_out_of_its_manifest_is_refused(tmp_path, capsys):
+    import shutil
+    from pathlib import Path
+
+    from ddcs_core import pipeline
+    from ddcs_core.__main__ import main
+
+    world = tmp_path / "world"
+    shutil.copytree(Path(__file__).resolve().parents[1] / "checkpoints" / "demo", world)
+    manifest = json.loads((world / "manifest.json").read_text())
+    del manifest["files"]["discriminator.safetensors"]
+    (world / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(DDCSInputError, match=r"discriminator\.safetensors: not listed in .*manifest\.json"):
+        pipeline.load_world(world)
+    assert main(["demo", "build", "--out", str(world)]) == 2
+    out, err = capsys.readouterr()
+    assert "verified" not in out and "not listed" in err and err.count("\n") == 1
+
+
+def test_unreadable_training_state_names_the_file_to_delete(tmp_path):
+    from ddcs_core.models.checkpoints import load_training_state
+
+    path = tmp_path / "state.pt"
+    path.write_bytes(b"garbage")
+    with pytest.raises(DDCSInputError) as err:
+        load_training_state(path)
+    assert f"delete {path} to start this training over" in str(err.value) and "resume=False" not in str(err.value)

@@ -1,7 +1,10 @@
 """Image datasets from a class-per-subfolder tree or an ``.npz``, decoded to one uint8 RGB array.
 
 Every image becomes 8-bit RGB here, once, so later stages (LPIPS, classifiers, metrics) never
-have to care about grey, palette, alpha, CMYK or 16-bit sources.
+have to care about grey, palette, alpha, CMYK or 16-bit sources. A file is an image when PIL
+recognises its content (the extension is only a shortcut), and every size is checked against
+`Limits` from the file headers before anything is decoded, so a small hostile file cannot take the
+machine's memory.
 """
 
 from __future__ import annotations
@@ -13,7 +16,7 @@ import zipfile
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import closing
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TypeVar
 
@@ -21,8 +24,10 @@ import numpy as np
 from PIL import Image
 from tqdm import tqdm
 
+from ddcs_core.data.transforms import RESIZE_POLICIES, fit_square
 from ddcs_core.errors import DDCSInputError
 
+# Files with these extensions are taken as images without sniffing their content first.
 IMAGE_EXTENSIONS = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff"})
 
 # Everything PIL raises on a corrupt, truncated or hostile file.
@@ -34,6 +39,55 @@ _WORKERS = min(16, (os.cpu_count() or 1) + 2)  # PIL releases the GIL while deco
 T = TypeVar("T")
 R = TypeVar("R")
 
+DEFAULT_MAX_IMAGE_PIXELS = 4096 * 4096
+DEFAULT_MAX_SET_GB = 4.0
+
+
+@dataclass(frozen=True)
+class Limits:
+    """Caps on decoded sizes, checked from headers before decoding; flags or env vars raise them.
+
+    max_image_pixels: width x height of one image (default 4096 x 4096);
+    max_set_bytes: decoded bytes of one image set or .npz (default 4 GB).
+    """
+
+    max_image_pixels: int = DEFAULT_MAX_IMAGE_PIXELS
+    max_set_bytes: int = int(DEFAULT_MAX_SET_GB * 1e9)
+
+    @classmethod
+    def resolve(cls, max_image_pixels: int | None = None, max_set_gb: float | None = None) -> Limits:
+        """Explicit values, else $DDCS_MAX_IMAGE_PIXELS / $DDCS_MAX_SET_GB, else the defaults."""
+        pixels = max_image_pixels if max_image_pixels is not None else _env_number(
+            "DDCS_MAX_IMAGE_PIXELS", DEFAULT_MAX_IMAGE_PIXELS)
+        gb = max_set_gb if max_set_gb is not None else _env_number("DDCS_MAX_SET_GB", DEFAULT_MAX_SET_GB)
+        if not pixels > 0 or not gb > 0:
+            raise DDCSInputError(f"image caps must be positive: max image pixels {pixels}, max set GB {gb}")
+        return cls(int(pixels), int(float(gb) * 1e9))
+
+    def check_pixels(self, where: str, width: int, height: int) -> None:
+        if width * height > self.max_image_pixels:
+            raise DDCSInputError(
+                f"{where}: declares {width}x{height} = {width * height / 1e6:.1f} megapixels, over the cap of "
+                f"{self.max_image_pixels / 1e6:.1f}; raise it with --max-image-pixels N (or DDCS_MAX_IMAGE_PIXELS)"
+            )
+
+    def check_bytes(self, where: str, nbytes: int, what: str) -> None:
+        if nbytes > self.max_set_bytes:
+            raise DDCSInputError(
+                f"{where}: {what} decode to {nbytes / 1e9:.2f} GB, over the cap of {self.max_set_bytes / 1e9:.2f} GB; "
+                "raise it with --max-set-gb X (or DDCS_MAX_SET_GB)"
+            )
+
+
+def _env_number(name: str, default: float) -> float:
+    raw = os.environ.get(name, "").strip()
+    if not raw:
+        return default
+    try:
+        return float(raw)
+    except ValueError:
+        raise DDCSInputError(f"${name} must be a number, got {raw!r}") from None
+
 
 @dataclass
 class ImageSet:
@@ -44,6 +98,8 @@ class ImageSet:
     class_names: list[str]
     paths: list[str]  # per image: its source file, or "FILE.npz#i"
     source: str  # the folder or file the set came from
+    warnings: list[str] = field(default_factory=list)  # what loading skipped or changed, for the report
+    resize: dict | None = None  # how the images were brought to one size (policy, counts), for the report
 
     def __post_init__(self) -> None:
         imgs, labels = self.images, self.labels
@@ -85,72 +141,161 @@ class ImageSet:
                 raise DDCSInputError(f"subset index out of range for {len(self)} images")
         else:
             raise DDCSInputError(f"subset needs a boolean mask or 1-D integer indices, got {sel.dtype}")
-        return ImageSet(
-            images=self.images[idx],
-            labels=self.labels[idx],
-            class_names=list(self.class_names),
-            paths=[self.paths[i] for i in idx],
-            source=self.source,
-        )
+        return replace(self, images=self.images[idx], labels=self.labels[idx], class_names=list(self.class_names),
+                       paths=[self.paths[i] for i in idx], warnings=list(self.warnings))
 
 
-def load_images(path: str | Path, *, size: int | None = None, progress: bool = True) -> ImageSet:
+def load_images(path: str | Path, *, size: int | None = None, progress: bool = True, resize: str = "stretch",
+                limits: Limits | None = None) -> ImageSet:
     """Load a class-per-subfolder image tree or an ``.npz`` (uint8 ``images`` + int ``labels``).
 
-    ``size=None`` keeps the native size and requires all images to share it; ``size=N`` resizes every
-    image to N×N with PIL bilinear.
+    ``size=None`` keeps the native size and requires all images to share it; ``size=N`` brings every
+    image to N×N by the ``resize`` policy (stretch, center-crop or pad; PIL bilinear). ``limits``
+    (default: `Limits.resolve()`) caps pixels per image and decoded bytes of the set.
     """
     path = Path(path)
     _check_size(size)
+    _check_policy(resize)
+    limits = limits or Limits.resolve()
     if not path.exists():
-        raise DDCSInputError(f"{path}: no such file or folder")
+        if path.is_symlink():
+            raise DDCSInputError(f"{_shown(path)}: dangling symbolic link (to {os.readlink(path)})")
+        raise DDCSInputError(f"{_shown(path)}: no such file or folder")
     if path.is_file() and path.suffix.lower() == ".npz":
-        return _load_npz(path, size, progress)
+        return _load_npz(path, size, progress, resize, limits)
     if not path.is_dir():
-        raise DDCSInputError(f"{path}: expected a folder of class subfolders or an .npz file")
-    files, labels, class_names = list_image_folder(path)
-    images = read_images(files, size=size, progress=progress, desc=f"reading {path.name}")
-    return ImageSet(images, labels, class_names, [str(f) for f in files], str(path))
+        raise DDCSInputError(f"{_shown(path)}: expected a folder of class subfolders or an .npz file")
+    warnings: list[str] = []
+    files, labels, class_names = list_image_folder(path, warnings)
+    images, native = _read(files, size, None, progress, f"reading {path.name}", resize, limits)
+    paths = [_display_path(f, warnings) for f in files]
+    return ImageSet(images, labels, class_names, paths, _shown(path), warnings,
+                    _resize_summary(native, size, resize, _shown(path), warnings))
 
 
-def list_image_folder(root: Path) -> tuple[list[Path], np.ndarray, list[str]]:
-    """Image files of a ``root/<class>/<image>`` tree (sorted), their labels and the class names."""
+def _resize_summary(native: list[tuple[int, int]], size: int | None, policy: str, source: str,
+                    warnings: list[str]) -> dict:
+    """What resizing did to a set, for the report; a stretch that changed aspect ratios is a warning."""
+    resized = sum(1 for wh in native if size is not None and wh != (size, size))
+    non_square = sum(1 for w, h in native if w != h)
+    if size is not None and policy == "stretch" and non_square:
+        warnings.append(f"{source}: {non_square} non-square image(s) were stretched to {size}x{size}, changing their "
+                        "aspect ratio; --resize center-crop or --resize pad keeps it")
+    sizes = sorted({f"{w}x{h}" for w, h in native})
+    return {"policy": policy if resized else "none", "to": size, "resized": resized, "non_square": non_square,
+            "native_sizes": sizes[:8] + (["..."] if len(sizes) > 8 else [])}
+
+
+def _display_path(path: Path, warnings: list[str]) -> str:
+    """The path as text that every writer can encode; a non-UTF-8 name is escaped (\\xNN) and reported."""
+    text = str(path)
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        shown = _shown(path)
+        warnings.append(f"{shown}: file name is not valid UTF-8; reported with \\xNN escapes")
+        return shown
+    return text
+
+
+def _shown(path: Path | str) -> str:
+    return os.fsencode(str(path)).decode("utf-8", "backslashreplace")
+
+
+def list_image_folder(root: Path, warnings: list[str] | None = None) -> tuple[list[Path], np.ndarray, list[str]]:
+    """Image files of a ``root/<class>/<image>`` tree (sorted), their labels and the class names.
+
+    Files are images when PIL recognises their content; other files are skipped and, with dangling
+    symbolic links, reported in ``warnings``.
+    """
     root = Path(root)
-    class_names, stray = _scan(root)
-    layout = f"expected {root}/<class name>/<image file>, one subfolder per class"
+    warnings = [] if warnings is None else warnings
+    top = _scan(root)
+    class_names, stray = top.dirs, top.images
+    layout = f"expected {_shown(root)}/<class name>/<image file>, one subfolder per class"
+    warnings += top.dangling_warnings(root)
     if not class_names:
         if stray:
             raise DDCSInputError(
-                f"{root}: images lie directly in the folder but no class subfolders; {layout}"
+                f"{_shown(root)}: images lie directly in the folder but no class subfolders; {layout}"
             )
-        raise DDCSInputError(f"{root}: empty folder, no class subfolders; {layout}")
+        what = "no class subfolders" + top.found() if top.others else "empty folder, no class subfolders"
+        raise DDCSInputError(f"{_shown(root)}: {what}; {layout}")
     if stray:
-        raise DDCSInputError(f"{root}: image {stray[0]} lies outside any class subfolder; {layout}")
+        raise DDCSInputError(f"{_shown(root)}: image {_shown(stray[0])} lies outside any class subfolder; {layout}")
     files: list[Path] = []
     labels: list[int] = []
+    skipped: list[str] = []
     for label, name in enumerate(class_names):
         folder = root / name
-        members = _scan(folder)[1]
-        if not members:
-            raise DDCSInputError(f"{folder}: class folder '{name}' holds no images")
-        files.extend(folder / m for m in members)
-        labels.extend([label] * len(members))
-    return files, np.asarray(labels, dtype=np.int64), class_names
+        listing = _scan(folder)
+        warnings += listing.dangling_warnings(folder)
+        if not listing.images:
+            raise DDCSInputError(f"{_shown(folder)}: class folder '{_shown(name)}' holds no images{listing.found()}")
+        skipped += listing.others
+        files.extend(folder / m for m in listing.images)
+        labels.extend([label] * len(listing.images))
+    if skipped:
+        warnings.append(f"{_shown(root)}: skipped {len(skipped)} file(s) that are not images ({_extensions(skipped)})")
+    return files, np.asarray(labels, dtype=np.int64), [_display_path(Path(n), warnings) for n in class_names]
 
 
-def _scan(folder: Path) -> tuple[list[str], list[str]]:
-    """Sorted non-hidden subfolder names and image file names of one folder (scandir: no stat per file)."""
-    dirs: list[str] = []
-    images: list[str] = []
-    with os.scandir(folder) as entries:
-        for e in entries:
-            if e.name.startswith("."):
-                continue
-            if e.is_dir():
-                dirs.append(e.name)
-            elif e.is_file() and os.path.splitext(e.name)[1].lower() in IMAGE_EXTENSIONS:
-                images.append(e.name)
-    return sorted(dirs), sorted(images)
+@dataclass
+class _Listing:
+    dirs: list[str]
+    images: list[str]
+    others: list[str]  # regular files PIL does not recognise
+    dangling: list[str]  # symbolic links to nothing
+
+    def found(self) -> str:
+        if not self.others:
+            return ""
+        return f" (found {len(self.others)} other file(s): {_extensions(self.others)}; none is an image PIL can read)"
+
+    def dangling_warnings(self, folder: Path) -> list[str]:
+        return [f"{_shown(folder / n)}: dangling symbolic link (to {_shown(os.readlink(folder / n))}), skipped"
+                for n in self.dangling]
+
+
+def _extensions(names: list[str]) -> str:
+    counts: dict[str, int] = {}
+    for n in names:
+        ext = os.path.splitext(n)[1].lower() or "(no extension)"
+        counts[ext] = counts.get(ext, 0) + 1
+    return ", ".join(f"{_shown(e)} x{c}" for e, c in sorted(counts.items(), key=lambda kv: (-kv[1], kv[0])))
+
+
+def _scan(folder: Path) -> _Listing:
+    """Sorted non-hidden subfolders, image files (by extension, else by content), other files, dangling links."""
+    listing = _Listing([], [], [], [])
+    try:
+        with os.scandir(folder) as entries:
+            for e in entries:
+                if e.name.startswith("."):
+                    continue
+                if e.is_dir():
+                    listing.dirs.append(e.name)
+                elif e.is_file():
+                    is_image = os.path.splitext(e.name)[1].lower() in IMAGE_EXTENSIONS or _sniff(Path(e.path))
+                    (listing.images if is_image else listing.others).append(e.name)
+                elif e.is_symlink() and not os.path.exists(e.path):
+                    listing.dangling.append(e.name)
+    except OSError as e:
+        raise DDCSInputError(f"{_shown(folder)}: cannot read folder ({e.strerror or e})") from e
+    for names in (listing.dirs, listing.images, listing.others, listing.dangling):
+        names.sort()
+    return listing
+
+
+def _sniff(path: Path) -> bool:
+    """True when PIL recognises the file's content as an image format (reads the header only)."""
+    try:
+        with Image.open(path):
+            return True
+    except Image.DecompressionBombError:
+        return True  # an image, refused with the caps' message when it is read
+    except _DECODE_ERRORS:
+        return False
 
 
 def read_images(
@@ -160,51 +305,80 @@ def read_images(
     transform: Callable[[Image.Image], Image.Image] | None = None,
     progress: bool = True,
     desc: str = "reading images",
+    resize: str = "stretch",
+    limits: Limits | None = None,
 ) -> np.ndarray:
     """Decode files in parallel into one uint8 (N, H, W, 3) array, in order.
 
-    ``transform`` runs on each RGB image before the optional resize to ``size``×``size``; without
-    either, all images must share one size.
+    ``transform`` runs on each RGB image before the optional resize to ``size``×``size`` (by the
+    ``resize`` policy); without either, all images must share one size.
     """
     _check_size(size)
+    _check_policy(resize)
+    return _read(files, size, transform, progress, desc, resize, limits or Limits.resolve())[0]
 
-    def one(f: Path) -> np.ndarray:
-        img = open_rgb(f)
+
+def _read(files: Sequence[Path], size: int | None, transform, progress: bool, desc: str, policy: str,
+          limits: Limits) -> tuple[np.ndarray, list[tuple[int, int]]]:
+    """The decoded array and each file's native (width, height)."""
+    files = list(files)
+    if size is not None:
+        limits.check_bytes(desc, len(files) * size * size * 3, f"{len(files)} images of {size}x{size}")
+
+    def one(f: Path) -> tuple[np.ndarray, tuple[int, int]]:
+        img = open_rgb(f, limits)
+        native = img.size
         if transform is not None:
             try:
                 img = transform(img)
             except DDCSInputError as e:
-                raise DDCSInputError(f"{f}: {e}") from e
-        if size is not None and img.size != (size, size):
-            img = img.resize((size, size), Image.BILINEAR)
-        return np.asarray(img, dtype=np.uint8)
+                raise DDCSInputError(f"{_shown(f)}: {e}") from e
+        if size is not None:
+            img = fit_square(img, size, policy)
+        return np.asarray(img, dtype=np.uint8), native
 
     out: np.ndarray | None = None
-    with closing(_ordered_map(one, list(files), progress, desc)) as arrays:
-        for i, arr in enumerate(arrays):
+    natives: list[tuple[int, int]] = []
+    with closing(_ordered_map(one, files, progress, desc)) as arrays:
+        for i, (arr, native) in enumerate(arrays):
             if out is None:
+                limits.check_bytes(desc, len(files) * arr.nbytes,
+                                   f"{len(files)} images of {arr.shape[1]}x{arr.shape[0]}")
                 out = np.empty((len(files),) + arr.shape, dtype=np.uint8)
             elif arr.shape != out.shape[1:]:
                 raise DDCSInputError(
-                    f"images differ in size: {files[0]} is {out.shape[2]}x{out.shape[1]}, "
-                    f"{files[i]} is {arr.shape[1]}x{arr.shape[0]}; pass --size N to resize all to N×N"
+                    f"images differ in size: {_shown(files[0])} is {out.shape[2]}x{out.shape[1]}, "
+                    f"{_shown(files[i])} is {arr.shape[1]}x{arr.shape[0]}; pass --size N to resize all to N×N"
                 )
             out[i] = arr
+            natives.append(native)
     if out is None:
         raise DDCSInputError("no image files to read")
-    return out
+    return out, natives
 
 
-def open_rgb(path: Path) -> Image.Image:
-    """Fully decode one image file to 8-bit RGB; a corrupt or truncated file raises naming it."""
+def open_rgb(path: Path, limits: Limits | None = None) -> Image.Image:
+    """Fully decode one image file to 8-bit RGB; a corrupt, truncated or oversized file raises naming it.
+
+    The pixel cap is checked from the header, before decoding.
+    """
+    limits = limits or Limits.resolve()
+    _allow_pil_pixels(limits.max_image_pixels)
     try:
         with Image.open(path) as img:
+            limits.check_pixels(_shown(path), *img.size)
             img.load()
             return _to_rgb(img, path)
     except DDCSInputError:
         raise
     except _DECODE_ERRORS as e:
-        raise DDCSInputError(f"{path}: cannot read image ({type(e).__name__}: {e})") from e
+        raise DDCSInputError(f"{_shown(path)}: cannot read image ({type(e).__name__}: {e})") from e
+
+
+def _allow_pil_pixels(cap: int) -> None:
+    """PIL refuses images over twice its own MAX_IMAGE_PIXELS; a cap raised past it must be honoured."""
+    if Image.MAX_IMAGE_PIXELS is not None and cap > Image.MAX_IMAGE_PIXELS:
+        Image.MAX_IMAGE_PIXELS = cap
 
 
 def _to_rgb(img: Image.Image, path: Path) -> Image.Image:
@@ -224,23 +398,66 @@ def _to_rgb(img: Image.Image, path: Path) -> Image.Image:
     return img if img.mode == "RGB" else img.convert("RGB")
 
 
-def _load_npz(path: Path, size: int | None, progress: bool) -> ImageSet:
+def _load_npz(path: Path, size: int | None, progress: bool, policy: str, limits: Limits) -> ImageSet:
+    _check_npz_headers(path, limits)
     try:
         with np.load(path, allow_pickle=False) as z:
             arrays = {k: z[k] for k in z.files}
-    except (OSError, ValueError, zipfile.BadZipFile, EOFError) as e:
-        raise DDCSInputError(f"{path}: cannot read npz ({type(e).__name__}: {e})") from e
+    except (OSError, ValueError, zipfile.BadZipFile, EOFError, MemoryError) as e:
+        raise DDCSInputError(f"{_shown(path)}: cannot read npz ({type(e).__name__}: {e})") from e
     missing = [k for k in ("images", "labels") if k not in arrays]
     if missing:
-        raise DDCSInputError(f"{path}: missing key(s) {missing}; an npz needs 'images' and 'labels'")
+        raise DDCSInputError(f"{_shown(path)}: missing key(s) {missing}; an npz needs 'images' and 'labels'")
     images = _npz_images(path, arrays["images"])
     labels, class_names = _npz_labels(path, arrays["labels"], arrays.get("class_names"), len(images))
+    native = [(int(images.shape[2]), int(images.shape[1]))] * len(images)
     if size is not None and images.shape[1:3] != (size, size):
         images = np.stack(list(_ordered_map(
-            lambda a: np.asarray(Image.fromarray(a).resize((size, size), Image.BILINEAR)),
+            lambda a: np.asarray(fit_square(Image.fromarray(a), size, policy)),
             list(images), progress, f"resizing {path.name}",
         )))
-    return ImageSet(images, labels, class_names, [f"{path}#{i}" for i in range(len(images))], str(path))
+    warnings: list[str] = []
+    summary = _resize_summary(native, size, policy, _shown(path), warnings)
+    return ImageSet(images, labels, class_names, [f"{_shown(path)}#{i}" for i in range(len(images))], _shown(path),
+                    warnings, summary)
+
+
+def _check_npz_headers(path: Path, limits: Limits) -> None:
+    """Refuse a non-zip file and arrays whose headers declare more than the caps, before numpy allocates them."""
+    try:
+        with open(path, "rb") as fh:
+            is_zip = zipfile.is_zipfile(fh)
+    except OSError as e:
+        raise DDCSInputError(f"{_shown(path)}: cannot read file ({e.strerror or e})") from e
+    if not is_zip:
+        raise DDCSInputError(f"{_shown(path)}: not an .npz archive (not a zip file); save it with numpy.savez")
+    total = 0
+    try:
+        with zipfile.ZipFile(path) as zf:
+            for info in zf.infolist():
+                if not info.filename.endswith(".npy"):
+                    continue
+                key = info.filename[:-4]
+                with zf.open(info) as f:
+                    version = np.lib.format.read_magic(f)
+                    read_header = (np.lib.format.read_array_header_1_0 if version == (1, 0)
+                                   else np.lib.format.read_array_header_2_0)  # 3.0 differs only in text encoding
+                    shape, _, dtype = read_header(f)
+                    header_len = f.tell()
+                nbytes = int(np.prod(shape, dtype=object)) * dtype.itemsize
+                if nbytes > info.file_size - header_len:
+                    raise DDCSInputError(
+                        f"{_shown(path)}: array '{key}' declares {shape} {dtype} ({nbytes / 1e9:.3g} GB) but holds "
+                        f"{max(0, info.file_size - header_len)} bytes; the file is corrupt or forged"
+                    )
+                if key == "images" and len(shape) >= 3:
+                    limits.check_pixels(f"{_shown(path)}: 'images'", int(shape[2]), int(shape[1]))
+                total += nbytes
+    except DDCSInputError:
+        raise
+    except (OSError, ValueError, zipfile.BadZipFile, EOFError, SyntaxError, TypeError) as e:
+        raise DDCSInputError(f"{_shown(path)}: cannot read npz ({type(e).__name__}: {e})") from e
+    limits.check_bytes(_shown(path), total, "its arrays")
 
 
 def _npz_images(path: Path, images: np.ndarray) -> np.ndarray:
@@ -305,6 +522,11 @@ def _ordered_map(fn: Callable[[T], R], items: list[T], progress: bool, desc: str
     finally:
         pool.shutdown(wait=True, cancel_futures=True)
         bar.close()
+
+
+def _check_policy(policy: str) -> None:
+    if policy not in RESIZE_POLICIES:
+        raise DDCSInputError(f"--resize must be one of {', '.join(RESIZE_POLICIES)}, got {policy!r}")
 
 
 def _check_size(size: int | None) -> None:

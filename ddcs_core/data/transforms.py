@@ -48,3 +48,26 @@ def center_crop_face(img: Image.Image, crop: int, out: int) -> Image.Image:
         raise DDCSInputError(f"crop {crop} must fit the {w}x{h} image and out {out} must be positive")
     left, top = (w - crop) // 2, (h - crop) // 2
     return img.crop((left, top, left + crop, top + crop)).resize((out, out), Image.BILINEAR)
+
+
+RESIZE_POLICIES = ("stretch", "center-crop", "pad")
+
+
+def fit_square(img: Image.Image, size: int, policy: str = "stretch") -> Image.Image:
+    """img at size×size (PIL bilinear) by a policy: stretch (aspect ratio changes), center-crop (the
+    central square, edges lost) or pad (black borders around the whole image)."""
+    w, h = img.size
+    if (w, h) == (size, size):
+        return img
+    if policy == "center-crop" and w != h:
+        side = min(w, h)
+        left, top = (w - side) // 2, (h - side) // 2
+        img = img.crop((left, top, left + side, top + side))
+    elif policy == "pad" and w != h:
+        side = max(w, h)
+        canvas = Image.new(img.mode, (side, side))
+        canvas.paste(img, ((side - w) // 2, (side - h) // 2))
+        img = canvas
+    elif policy not in RESIZE_POLICIES:
+        raise DDCSInputError(f"resize policy must be one of {', '.join(RESIZE_POLICIES)}, got {policy!r}")
+    return img.resize((size, size), Image.BILINEAR)

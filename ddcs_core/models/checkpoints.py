@@ -159,15 +159,21 @@ def _short(names: list[str], limit: int = 8) -> str:
 
 
 def load_model(
-    path: str | Path, *, expected_sha256: str | None = None, device: str | torch.device = "cpu"
+    path: str | Path, *, expected_sha256: str | None = None, device: str | torch.device = "cpu",
+    check_manifest: bool = True,
 ) -> tuple[nn.Module, dict]:
     """Rebuild a model from a checkpoint; returns (model in eval mode on `device`, info).
 
-    info holds arch, config, meta, sha256, path and format ("safetensors" or "torch").
+    info holds arch, config, meta, sha256, path, format ("safetensors" or "torch") and verified (the
+    sha256 was checked against `expected_sha256` or, when the file lies beside a manifest.json, against
+    its entry there: a file in such a folder that the manifest does not list is refused).
+    `check_manifest=False` skips the manifest, for a writer replacing the folder's files.
     """
     path = Path(path)
     if not path.is_file():
         raise DDCSInputError(f"checkpoint {path} not found")
+    if expected_sha256 is None and check_manifest:
+        expected_sha256 = listed_sha256(path)
     data = path.read_bytes()
     digest = sha256_bytes(data)
     if expected_sha256 is not None and digest != expected_sha256.lower():
@@ -195,7 +201,7 @@ def load_model(
     except (TypeError, ValueError) as e:
         raise DDCSInputError(f"{path}: cannot build arch {arch!r} from its config ({e})") from e
     _load_checked(path, model, tensors)
-    info.update(sha256=digest, path=str(path), format=fmt)
+    info.update(sha256=digest, path=str(path), format=fmt, verified=expected_sha256 is not None)
     return model.to(device).eval(), info
 
 
@@ -237,9 +243,9 @@ def load_training_state(path: str | Path) -> dict:
     try:
         state = torch.load(Path(path), map_location="cpu", weights_only=True)
     except Exception as e:
-        raise DDCSInputError(f"training state {path} is unreadable ({e}); delete it or pass resume=False") from e
+        raise DDCSInputError(f"training state {path} is unreadable ({e}); delete {path} to start this training over") from e
     if not isinstance(state, dict):
-        raise DDCSInputError(f"training state {path} is not a dict; delete it or pass resume=False")
+        raise DDCSInputError(f"training state {path} is not a dict; delete {path} to start this training over")
     return state
 
 
@@ -288,6 +294,27 @@ def write_manifest(
         return atomic.write_json(directory / MANIFEST_NAME, manifest)
     except (TypeError, ValueError) as e:
         raise DDCSInputError(f"manifest for {directory} is not JSON-serialisable: {e}") from e
+
+
+def listed_sha256(path: str | Path) -> str | None:
+    """The sha256 that the manifest.json beside `path` lists for it; None when there is no manifest.
+
+    A manifest vouches for a folder: a checkpoint in it that the manifest does not list is refused
+    rather than loaded unverified.
+    """
+    path = Path(path)
+    mpath = path.parent / MANIFEST_NAME
+    if not mpath.is_file():
+        return None
+    try:
+        files = json.loads(mpath.read_text(encoding="utf-8")).get("files")
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError, AttributeError) as e:
+        raise DDCSInputError(f"manifest {mpath} is unreadable ({e}); cannot verify {path}") from e
+    entry = files.get(path.name) if isinstance(files, dict) else None
+    if not isinstance(entry, dict) or not isinstance(entry.get("sha256"), str):
+        raise DDCSInputError(f"{path} is not listed in {mpath}, so it cannot be verified; re-export the folder "
+                             "(`python -m ddcs_core demo build`) or move the file out of it")
+    return entry["sha256"]
 
 
 def verify_manifest(dir: str | Path) -> dict:

@@ -192,7 +192,7 @@ def train_classifier(
             diff = sorted(k for k in signature if state.get("signature", {}).get(k) != signature[k])
             raise DDCSInputError(
                 f"training state {state_path} belongs to a different run (differs in {diff}); "
-                f"delete it or pass resume=False"
+                f"delete {state_path} to start this training over"
             )
         if state.get("epoch", 0) > epochs:
             raise DDCSInputError(f"training state {state_path} is at epoch {state['epoch']} > epochs={epochs}")
@@ -203,7 +203,7 @@ def train_classifier(
             epoch, history, train_seconds = state["epoch"], state["history"], state["train_seconds"]
         except (KeyError, RuntimeError, ValueError) as e:
             raise DDCSInputError(
-                f"training state {state_path} is incomplete ({e}); delete it or pass resume=False"
+                f"training state {state_path} is incomplete ({e}); delete {state_path} to start this training over"
             ) from e
 
     data = torch.from_numpy(x_tr)

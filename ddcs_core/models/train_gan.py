@@ -268,7 +268,7 @@ def train_gan(
             diff = sorted(k for k in signature if state.get("signature", {}).get(k) != signature[k])
             raise DDCSInputError(
                 f"training state {state_path} belongs to a different run (differs in {diff}); "
-                f"use another out_dir or pass resume=False"
+                f"delete {state_path} to start this training over"
             )
         if state.get("step", 0) > steps:
             raise DDCSInputError(f"training state {state_path} is at step {state['step']} > steps={steps}")
@@ -278,7 +278,7 @@ def train_gan(
             log = {k: v.tolist() for k, v in state["log"].items()}
         except (KeyError, RuntimeError, ValueError) as e:
             raise DDCSInputError(
-                f"training state {state_path} is incomplete ({e}); delete it or pass resume=False"
+                f"training state {state_path} is incomplete ({e}); delete {state_path} to start this training over"
             ) from e
 
     data = torch.from_numpy(images).to(device)
