@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import io
 import re
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
@@ -154,16 +155,24 @@ def _first_line(e: Exception) -> str:
 
 def _torch_load(path: Path, data: bytes) -> Any:
     try:
-        return torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
+        with warnings.catch_warnings():  # torch warns about pickle protocols it then refuses anyway
+            warnings.simplefilter("ignore", UserWarning)
+            return torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
     except Exception as e:  # torch raises UnpicklingError, RuntimeError, ... for every kind of refusal
         text = str(e)
-        found = re.search(r"(?:Unsupported global|Unsupported class|GLOBAL)\s*:?\s*(?:GLOBAL\s+)?([\w.]+)", text)
-        if found or "weights_only" in text:
-            what = f" ({found.group(1)})" if found else ""
+        found = re.search(r"GLOBAL ([\w.]+)", text)
+        if found:
             raise DDCSInputError(
-                f"{path}: refused: the pickle needs Python objects beyond tensors{what}, and checkpoints are only "
-                f"read with torch.load(weights_only=True), never unpickled unrestricted; save "
-                f"model.state_dict() (torch.save or safetensors) instead of the model object") from e
+                f"{path}: refused: the pickle needs Python objects beyond tensors ({found.group(1)}), and "
+                f"checkpoints are only read with torch.load(weights_only=True), never unpickled unrestricted; "
+                f"save model.state_dict() (torch.save or safetensors) instead of the model object") from e
+        reason = re.search(r"WeightsUnpickler error:\s*(\S[^\n]*)", text)
+        if reason:
+            raise DDCSInputError(f"{path}: refused by torch.load(weights_only=True) ({reason.group(1).strip()}); "
+                                 f"write the state dict with torch.save or safetensors") from e
+        if "Weights only load failed" in text:  # torch's advice to retry unrestricted is deliberately not passed on
+            raise DDCSInputError(f"{path}: refused by torch.load(weights_only=True); write the state dict with "
+                                 f"torch.save or safetensors") from e
         raise DDCSInputError(f"{path}: not a safetensors file or a torch checkpoint ({_first_line(e)})") from e
 
 
@@ -223,7 +232,7 @@ def _strip_prefixes(tensors: dict, own: dict, notes: dict) -> dict:
             return tensors
 
 
-_DENSENET_OLD = re.compile(r"^(.*denselayer\d+\.(?:norm|relu|conv))\.((?:[12])\.(?:weight|bias|running_mean|running_var))$")
+_DENSENET_OLD = re.compile(r"^(.*denselayer\d+\.(?:norm|relu|conv))\.((?:[12])\.(?:weight|bias|running_mean|running_var|num_batches_tracked))$")
 
 
 def _arch_fixups(arch: str, tensors: dict, own: dict, notes: dict) -> dict:
