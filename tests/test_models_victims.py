@@ -245,9 +245,10 @@ def test_demo_classifiers_load_through_the_same_spec(tmp_path, deterministic_cpu
     victim = load_classifier(ClassifierSpec.from_dict({"arch": "demo:resnet-s", "weights": str(shipped),
                                                        "num_classes": 62}), resolution=64)
     assert victim.info["manifest_checked"] and victim.info["preprocess"] == []
-    ref, _ = load_model(shipped)
+    ref, info = load_model(shipped)
     x = torch.rand(2, 3, 64, 64) * 2 - 1
     assert torch.equal(victim(x), ref(x)) and torch.equal(victim.features(x), ref.features(x))
+    assert victim.info["meta"] == info["meta"]
     copy = tmp_path / "victim.safetensors"
     shutil.copy(shipped, copy)
     (tmp_path / "manifest.json").write_text(json.dumps({"files": {"victim.safetensors": {"sha256": "0" * 64}}}))
@@ -275,7 +276,7 @@ def test_spec_from_dict_refuses_bad_sections(d, message):
 def test_spec_paths_resolve_against_the_config_folder_and_round_trip(tmp_path):
     s = ClassifierSpec.from_dict({"arch": "irse50", "weights": "models/target.pth", "num_classes": 1000,
                                   "preprocess": [{"center_crop": 200}, {"resize": 112}]}, "world.victim", tmp_path)
-    assert s.weights == tmp_path / "models" / "target.pth"
+    assert s.weights == tmp_path / "models" / "target.pth" and s.class_names is None
     assert ClassifierSpec.from_dict(s.to_dict(), "world.victim") == s
 
 
@@ -296,3 +297,16 @@ def test_cli_victim_check(tmp_path, resnet18, capsys):
     assert main(["victim", "check", "--arch", "resnet18", "--weights", str(tmp_path / "w.pt"),
                  "--num-classes", "5", "--preprocess", "imagenet"]) == 2
     assert "error:" in capsys.readouterr().err
+
+
+def test_class_names_from_a_list_or_a_file(tmp_path, resnet18):
+    torch.save(resnet18.state_dict(), tmp_path / "w.pt")
+    (tmp_path / "names.txt").write_text("0\n1\n10\n2\n")
+    s = ClassifierSpec.from_dict({"arch": "resnet18", "weights": "w.pt", "num_classes": 4, "preprocess": "imagenet",
+                                  "class_names": "names.txt"}, "victim", tmp_path)
+    assert s.class_names == ("0", "1", "10", "2")
+    assert load_classifier(s).info["meta"] == {"class_names": ["0", "1", "10", "2"]}
+    with pytest.raises(DDCSInputError, match="expected 4 distinct names"):
+        spec("w.pt", class_names=["a", "b", "a", "c"])
+    with pytest.raises(DDCSInputError, match="not found"):
+        spec("w.pt", class_names="absent.txt")

@@ -64,6 +64,8 @@ class ClassifierSpec:
     (torchvision keyword arguments such as `transform_input`; `input_size` for IR archs).
     key_prefix: keep only the file's keys under this prefix (a checkpoint holding several models).
     sha256: the weights file's expected digest, checked when given.
+    class_names: the name of each output index (a list, or a .txt file with one name a line), so
+    private class folders are matched to outputs by name, not by their sorted order.
     """
 
     arch: str
@@ -73,6 +75,7 @@ class ClassifierSpec:
     options: dict = field(default_factory=dict)
     key_prefix: str | None = None
     sha256: str | None = None
+    class_names: tuple[str, ...] | None = None
 
     @classmethod
     def from_dict(cls, d: dict | None, section: str = "victim", base_dir: str | Path | None = None) -> "ClassifierSpec":
@@ -109,12 +112,32 @@ class ClassifierSpec:
         digest = d.get("sha256")
         if digest is not None and (not isinstance(digest, str) or not re.fullmatch(r"[0-9a-fA-F]{64}", digest)):
             raise DDCSInputError(f"{section}.sha256: expected 64 hex digits, got {digest!r}")
-        return cls(arch, weights, n, pre, dict(options), prefix, digest.lower() if digest else None)
+        names = _class_names(d.get("class_names"), n, section, base_dir)
+        return cls(arch, weights, n, pre, dict(options), prefix, digest.lower() if digest else None, names)
 
     def to_dict(self) -> dict:
         pre = self.preprocess if self.preprocess is None or isinstance(self.preprocess, str) else list(self.preprocess)
         return {"arch": self.arch, "weights": str(self.weights), "num_classes": self.num_classes, "preprocess": pre,
-                "options": dict(self.options), "key_prefix": self.key_prefix, "sha256": self.sha256}
+                "options": dict(self.options), "key_prefix": self.key_prefix, "sha256": self.sha256,
+                "class_names": list(self.class_names) if self.class_names else None}
+
+
+def _class_names(value: Any, n: int, section: str, base_dir: str | Path | None) -> tuple[str, ...] | None:
+    if value is None:
+        return None
+    if isinstance(value, str):
+        path = Path(value).expanduser()
+        if base_dir is not None and not path.is_absolute():
+            path = Path(base_dir) / path
+        if not path.is_file():
+            raise DDCSInputError(f"{section}.class_names: file {path} not found")
+        value = [line.strip() for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    if not isinstance(value, (list, tuple)) or not all(isinstance(v, str) and v for v in value):
+        raise DDCSInputError(f"{section}.class_names: expected a list of names or a text file, one name a line")
+    if len(value) != n or len(set(value)) != n:
+        raise DDCSInputError(f"{section}.class_names: expected {n} distinct names (num_classes), got "
+                             f"{len(value)} ({len(set(value))} distinct)")
+    return tuple(value)
 
 
 class Classifier(nn.Module):
@@ -232,7 +255,8 @@ def _strip_prefixes(tensors: dict, own: dict, notes: dict) -> dict:
             return tensors
 
 
-_DENSENET_OLD = re.compile(r"^(.*denselayer\d+\.(?:norm|relu|conv))\.((?:[12])\.(?:weight|bias|running_mean|running_var|num_batches_tracked))$")
+_DENSENET_OLD = re.compile(r"^(.*denselayer\d+\.(?:norm|relu|conv))\."
+                           r"([12]\.(?:weight|bias|running_mean|running_var|num_batches_tracked))$")
 
 
 def _arch_fixups(arch: str, tensors: dict, own: dict, notes: dict) -> dict:
@@ -378,7 +402,8 @@ def _load_demo(spec: ClassifierSpec, preprocess: Preprocess) -> Classifier:
     head = nn.Sequential(model.dropout, model.head)
     record = {"arch": spec.arch, "path": str(spec.weights), "sha256": info["sha256"], "format": info["format"],
               "wrapper": None, "stripped_prefixes": [], "dropped_keys": 0, "renamed_keys": 0,
-              "selected_prefix": None, "manifest_checked": expected is not None and spec.sha256 is None}
+              "selected_prefix": None, "manifest_checked": expected is not None and spec.sha256 is None,
+              "meta": info.get("meta") or {}}
     return Classifier(preprocess, _DemoFeatures(model), head, spec.num_classes, record)
 
 
@@ -399,10 +424,13 @@ def load_classifier(spec: ClassifierSpec, device: str | torch.device = "cpu",
             raise DDCSInputError(f"{spec.weights}: sha256 {record['sha256']} does not match the declared {spec.sha256}")
         build, head_path = _builder(spec)
         net = build()
-        record |= {"arch": spec.arch} | fit_state_dict(net, tensors, spec.weights, spec.arch, head_path, spec.key_prefix)
+        record["arch"] = spec.arch
+        record |= fit_state_dict(net, tensors, spec.weights, spec.arch, head_path, spec.key_prefix)
         body, head = _split_head(net, head_path)
         model = Classifier(preprocess, body, head, spec.num_classes, record)
     model.info["preprocess"] = preprocess.describe()
+    if spec.class_names:  # where the evaluation looks for them in a checkpoint's info
+        model.info["meta"] = {**model.info.get("meta", {}), "class_names": list(spec.class_names)}
     model.info["parameters"] = sum(p.numel() for p in model.parameters())
     model = model.to(device).eval()
     if resolution is not None:
