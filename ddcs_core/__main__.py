@@ -247,6 +247,51 @@ def _run_reproduce(args) -> int:
     return 0
 
 
+def _add_victim(sub) -> None:
+    p = sub.add_parser("victim", help="victims/evaluators: check that a classifier spec loads and classifies")
+    vsub = p.add_subparsers(dest="what", required=True)
+    c = vsub.add_parser("check", help="load arch + weights, print what was loaded and classify random images")
+    c.add_argument("--arch", required=True, help="resnet50, vgg16_bn, inception_v3, irse50, ir50-64, demo:resnet-s ...")
+    c.add_argument("--weights", required=True, help="state dict: safetensors, or .pt/.pth (read with weights_only=True)")
+    c.add_argument("--num-classes", type=int, required=True)
+    c.add_argument("--preprocess", help="a preset name (imagenet, paper-faces-112 ...) or a JSON list of steps")
+    c.add_argument("--options", help="builder arguments as JSON, e.g. '{\"transform_input\": true}'")
+    c.add_argument("--key-prefix", help="keep only the file's keys under this prefix")
+    c.add_argument("--resolution", type=int, default=256, help="generator resolution of the random images (default 256)")
+    c.add_argument("--device", default="auto")
+
+
+def _run_victim(args) -> int:
+    import torch
+
+    from ddcs_core.models.victims import ClassifierSpec, check_resolution, load_classifier
+
+    def parsed(text, what):
+        if text is None or not text.lstrip().startswith(("[", "{")):
+            return text
+        try:
+            return json.loads(text)
+        except json.JSONDecodeError as e:
+            raise DDCSInputError(f"--{what}: not valid JSON ({e})") from e
+
+    d = {"arch": args.arch, "weights": args.weights, "num_classes": args.num_classes,
+         "preprocess": parsed(args.preprocess, "preprocess"), "options": parsed(args.options, "options"),
+         "key_prefix": args.key_prefix}
+    device = torch.device("cuda" if args.device == "auto" and torch.cuda.is_available() else
+                          "cpu" if args.device == "auto" else args.device)
+    model = load_classifier(ClassifierSpec.from_dict(d, "victim check"), device)
+    size = check_resolution(model, args.resolution)
+    x = torch.rand(2, 3, args.resolution, args.resolution, generator=torch.Generator().manual_seed(0)) * 2 - 1
+    t = time.perf_counter()
+    with torch.no_grad():
+        logits = model(x.to(device))
+    seconds = time.perf_counter() - t
+    print(json.dumps(model.info | {"input_size": list(size), "logits_shape": list(logits.shape),
+                                   "forward_seconds": round(seconds, 4),
+                                   "top1_on_random": logits.argmax(1).tolist()}, indent=2))
+    return 0
+
+
 COMMANDS = {
     "evaluate": (_add_evaluate, _run_evaluate),
     "lpips": (_add_lpips, _run_lpips),
@@ -256,6 +301,7 @@ COMMANDS = {
     "bench": (_add_bench, _run_bench),
     "run": (_add_run, _run_run),
     "reproduce": (_add_reproduce, _run_reproduce),
+    "victim": (_add_victim, _run_victim),
 }
 
 
