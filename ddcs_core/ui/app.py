@@ -182,7 +182,7 @@ def build_app(runs_dir: str | Path = "runs", device: str = "auto", explorer: Exp
                     ev_recon = gr.Textbox(label="Reconstructions folder", placeholder="/data/attack-output")
                 with gr.Row():
                     ev_name = gr.Textbox(label="New run name (optional)", placeholder="eval-myattack")
-                    ev_profile = gr.Radio(["fast", "paper"], value="fast", label="Profile",
+                    ev_profile = gr.Radio(["fast", "paper", "official"], value="fast", label="Profile",
                                           info="fast: LPIPS-alex at native size · paper: LPIPS-VGG at 256×256")
                     ev_device = gr.Dropdown(["auto", "cpu", "cuda"], value=ex.device if ex.device in ("auto", "cpu", "cuda") else "auto",
                                             label="Device")
