@@ -21,7 +21,7 @@ import torch.nn.functional as F
 from PIL import Image
 
 from ddcs_core.__main__ import main
-from ddcs_core.data.official_prep import resize_short_edge, short_edge_size
+from ddcs_core.data.official_prep import load_official_pair, resize_short_edge, short_edge_size
 from ddcs_core.errors import DDCSInputError
 from ddcs_core.features import (FID_INCEPTION_NAME, FIDInceptionFeatures, fid_inception_v3, find_inception_weights,
                                 inception_features, is_fid_inception)
@@ -138,10 +138,10 @@ def official_prcd(real: dict, fake: dict, k: int = 3) -> dict[str, float]:
 
 # ---------------------------------------------------------------- data
 
-def _world(data_root, tmp_path, n_targets: int, n_recon: int):
+def _world(data_root, tmp_path, n_targets: int, n_recon: int, people: list[str] = PEOPLE):
     """Targets: LFW originals (250x250 JPEG); reconstructions: the next photos of each person at 64 px."""
     lfw = data_root / "lfw-deepfunneled"
-    for person in PEOPLE:
+    for person in people:
         photos = sorted((lfw / person).iterdir())
         (tmp_path / "targets" / person).mkdir(parents=True)
         (tmp_path / "recon" / person).mkdir(parents=True)
@@ -189,7 +189,7 @@ def test_short_edge_follows_torchvision_resize():
 
 def test_official_profile_matches_the_official_ddcs_logic(data_root, tmp_path):
     """LPIPS-alex (cheap on a CPU) with the official preparation: same DDCS, DDCS_avg, matched targets."""
-    targets, recon = _world(data_root, tmp_path, n_targets=3, n_recon=3)
+    targets, recon = _world(data_root, tmp_path, n_targets=3, n_recon=3, people=PEOPLE[:2])
     report = _evaluate(targets, recon, tmp_path / "out", "--net", "alex", "--features", "lpips")
     ddcs, ddcs_avg, matched = official_ddcs(targets, recon, "alex")
     assert report["ddcs"] == pytest.approx(ddcs, rel=1e-4)
@@ -213,8 +213,8 @@ def test_ppa_prdc_equals_the_official_prcd():
 
 @pytest.mark.slow
 def test_official_profile_coverage_on_fid_inception_features(data_root, tmp_path, fid_weights):
-    """FID and PRDC on pytorch-fid's Inception after Resize(256), as the official code (~1 min on this CPU)."""
-    targets, recon = _world(data_root, tmp_path, n_targets=4, n_recon=4)
+    """FID and PRDC on pytorch-fid's Inception after Resize(256), as the official code (minutes on this CPU)."""
+    targets, recon = _world(data_root, tmp_path, n_targets=4, n_recon=4, people=PEOPLE[:2])
     report = _evaluate(targets, recon, tmp_path / "out", "--net", "alex", "--inception-weights", str(fid_weights))
     assert report["prdc"]["features"] == FID_INCEPTION_NAME == report["fid"]["features"]
     ref = official_prcd(*official_features(targets, recon, fid_weights))
@@ -232,6 +232,26 @@ def test_official_profile_matches_the_official_logic_with_lpips_vgg(data_root, t
     assert report["ddcs"] == pytest.approx(ddcs, rel=1e-4)
     assert report["ddcs_avg"] == pytest.approx(ddcs_avg, rel=1e-4)
     assert _matched_paths(tmp_path / "out") == matched
+
+
+def _tree(root, size_hw: tuple[int, int], n: int = 2):
+    for c in ("a", "b"):
+        (root / c).mkdir(parents=True)
+        for i in range(n):
+            img = np.random.default_rng(i).integers(0, 256, (*size_hw, 3), dtype=np.uint8)
+            Image.fromarray(img).save(root / c / f"{i}.png")
+    return root
+
+
+def test_official_targets_keep_their_aspect_and_a_mismatch_is_a_clear_error(tmp_path):
+    """92x112 faces (W x H) against a 46x56 generator: shorter edge 92 -> 46, so 112 -> 56, as Resize(46)."""
+    targets = _tree(tmp_path / "t", (112, 92))
+    recon = _tree(tmp_path / "r", (56, 46))
+    t, r, notes = load_official_pair(targets, recon, None, progress=False)
+    assert t.size == r.size == (56, 46) and "shorter edge" in notes[0]
+    square = _tree(tmp_path / "s", (64, 64))
+    with pytest.raises(DDCSInputError, match="targets are 77x64 after resizing their shorter edge to 64"):
+        load_official_pair(targets, square, None, progress=False)
 
 
 def test_official_profile_says_what_features_it_fell_back_to(data_root, tmp_path, monkeypatch):
