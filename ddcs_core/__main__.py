@@ -16,10 +16,12 @@ def _add_evaluate(sub) -> None:
     p.add_argument("--targets", required=True, help="private training set: folder with one subfolder per class, or .npz")
     p.add_argument("--recon", required=True, help="reconstructions, same layout (class folder names must match)")
     p.add_argument("--out", required=True, help="output folder for report.json, targets.csv, evaluation.npz")
-    p.add_argument("--profile", choices=["paper", "fast"], default="fast",
-                   help="paper: LPIPS-VGG at 256x256; fast: LPIPS-alex at native size (default)")
+    p.add_argument("--profile", choices=["paper", "fast", "official"], default="fast",
+                   help="paper: LPIPS-VGG at 256x256 (PIL resize); fast: LPIPS-alex at native size (default); "
+                        "official: the official DDCS code's preparation, PPA-style PRDC")
     p.add_argument("--net", choices=["alex", "vgg"], help="override the profile's LPIPS backbone")
-    p.add_argument("--size", type=int, help="bring every image to SIZE x SIZE (bilinear, by --resize) before evaluation")
+    p.add_argument("--size", type=int, help="bring every image to SIZE x SIZE (bilinear, by --resize) before evaluation; "
+                   "with --profile official: the targets' shorter edge (default: the reconstructions' resolution)")
     p.add_argument("--resize", choices=["stretch", "center-crop", "pad"], default="stretch",
                    help="how images that are not SIZE x SIZE get there: stretch (default; aspect ratio changes), "
                         "center-crop (the central square) or pad (black borders); recorded in the report")
@@ -33,8 +35,10 @@ def _add_evaluate(sub) -> None:
     p.add_argument("--eval-model", help="evaluation classifier checkpoint: attack accuracy and KNN distance")
     p.add_argument("--features", default="auto", choices=["auto", "lpips", "inception", "eval-model"],
                    help="features for FID/PRDC (auto: Inception-v3 if its weights are on disk, else the LPIPS backbone)")
-    p.add_argument("--inception-weights", help="torchvision inception_v3_google-0cc3c7bd.pth, if you have it")
-    p.add_argument("--prdc-mode", choices=["naeem", "ppa"], default="naeem", help="naeem: the prdc package; ppa: Plug-and-Play Attacks' variant")
+    p.add_argument("--inception-weights", help="pytorch-fid's pt_inception-2015-12-05-6726825d.pth (FID Inception) "
+                   "or torchvision's inception_v3_google-0cc3c7bd.pth, if you have one")
+    p.add_argument("--prdc-mode", choices=["naeem", "ppa"],
+                   help="naeem: the prdc package; ppa: Plug-and-Play Attacks' variant (default: ppa for --profile official, else naeem)")
     p.add_argument("--k", type=int, default=3, dest="nearest_k", help="k of precision/recall/density/coverage")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1 ...")
     p.add_argument("--batch-size", type=int, default=64)

@@ -22,10 +22,11 @@ import numpy as np
 
 import ddcs_core
 from ddcs_core import atomic
+from ddcs_core.data import official_prep
 from ddcs_core.data.images import ImageSet, Limits, load_images
 from ddcs_core.data.transforms import RESIZE_POLICIES
 from ddcs_core.errors import DDCSInputError
-from ddcs_core.features import INCEPTION_NAME, InceptionFeatures, classifier_outputs, find_inception_weights
+from ddcs_core.features import FID_INCEPTION_NAME, classifier_outputs, find_inception_weights, inception_features
 from ddcs_core.metrics import ddcs_from_assignment, fid, knn_distance, prdc_per_class, topk_accuracy
 from ddcs_core.metrics.ddcs import DDCSResult
 from ddcs_core.perceptual import PerceptualDistance
@@ -35,6 +36,10 @@ log = logging.getLogger(__name__)
 PROFILES = {
     "paper": {"net": "vgg", "size": 256, "about": "LPIPS-VGG on images resized (bilinear) to 256x256, as in the paper"},
     "fast": {"net": "alex", "size": None, "about": "LPIPS-alex at the reconstructions' native size, for CPUs"},
+    "official": {"net": "vgg", "size": None, "prep": "official", "prdc_mode": "ppa",
+                 "about": "the official DDCS code's preparation: targets resized to the reconstructions' resolution, "
+                          "both as float [-1, 1] through F.interpolate(256, bilinear, align_corners=True), LPIPS-VGG; "
+                          "PPA-style PRDC on FID-Inception pool3 after Resize(256)"},
 }
 
 
@@ -51,7 +56,7 @@ class EvalConfig:
     features: str = "auto"
     inception_weights: str | None = None
     nearest_k: int = 3
-    prdc_mode: str = "naeem"
+    prdc_mode: str | None = None  # None: the profile's (ppa for official, else naeem)
     device: str = "auto"
     batch_size: int = 64
     memory_cap_gb: float = 2.0
@@ -65,7 +70,7 @@ class EvalConfig:
             raise DDCSInputError(f"--profile must be one of {', '.join(PROFILES)}, got {self.profile!r}")
         if self.features not in ("auto", "lpips", "inception", "eval-model"):
             raise DDCSInputError(f"--features must be auto, lpips, inception or eval-model, got {self.features!r}")
-        if self.prdc_mode not in ("naeem", "ppa"):
+        if self.prdc_mode not in (None, "naeem", "ppa"):
             raise DDCSInputError(f"--prdc-mode must be naeem or ppa, got {self.prdc_mode!r}")
         if self.resize not in RESIZE_POLICIES:
             raise DDCSInputError(f"--resize must be one of {', '.join(RESIZE_POLICIES)}, got {self.resize!r}")
@@ -79,6 +84,7 @@ class EvalConfig:
                 "the reconstructions' native size"
             about = f"LPIPS-{net} on {where}; {self.profile} profile with overrides"
         return {"name": self.profile, "net": net, "size": size, "resize": self.resize, "about": about,
+                "prep": prof.get("prep", "pil-uint8"), "prdc_mode": self.prdc_mode or prof.get("prdc_mode", "naeem"),
                 "assignment": "class-agnostic" if self.class_agnostic else "class-conditional"}
 
 
@@ -119,6 +125,8 @@ def align_classes(targets: ImageSet, recon: ImageSet, skip_unknown: bool) -> tup
 def _load_pair(targets_path, recon_path, profile: dict, progress: bool,
                limits: Limits | None = None) -> tuple[ImageSet, ImageSet, list[str]]:
     size, policy = profile["size"], profile.get("resize", "stretch")
+    if profile["prep"] == "official":
+        return official_prep.load_official_pair(targets_path, recon_path, size, progress)
     recon = load_images(recon_path, size=size, progress=progress, resize=policy, limits=limits)
     notes = []
     if size is None:
@@ -145,6 +153,8 @@ def evaluate_sets(targets: ImageSet, recon: ImageSet, config: EvalConfig, progre
     notes += align_notes
     metric = PerceptualDistance(profile["net"], device=config.device, batch_size=config.batch_size,
                                 memory_cap_gb=config.memory_cap_gb)
+    if profile["prep"] == "official":
+        official_prep.use_official_input(metric)
     if config.class_agnostic:
         groups = [(np.arange(len(recon)), np.arange(len(targets)))]
     else:
@@ -162,9 +172,9 @@ def evaluate_sets(targets: ImageSet, recon: ImageSet, config: EvalConfig, progre
         notes.append(f"{result.n_exact_copies} target(s) were reproduced exactly (d_tar = 0): their contribution is "
                      "infinite, so they are left out of DDCS and listed in exact_copy_targets")
     feats_name, target_feats, recon_feats, eval_block = _features(config, metric, targets, recon, recon_labels,
-                                                                  target_feats, near.query_pooled)
+                                                                  target_feats, near.query_pooled, notes)
     warnings = list(targets.warnings) + list(recon.warnings)
-    prdc = _prdc(target_feats, targets.labels, recon_feats, recon_labels, config)
+    prdc = _prdc(target_feats, targets.labels, recon_feats, recon_labels, config.nearest_k, profile["prdc_mode"])
     warnings += _prdc_warnings(prdc, config.nearest_k, targets.class_names)
     fid_value, fid_warnings = _fid(target_feats, recon_feats, feats_name)
     warnings += fid_warnings
@@ -184,7 +194,7 @@ def evaluate_sets(targets: ImageSet, recon: ImageSet, config: EvalConfig, progre
         "matched_fraction": result.matched_fraction,
         "exact_copies": result.n_exact_copies,
         "exact_copy_targets": [targets.paths[i] for i in np.flatnonzero(result.exact_copy)],
-        "prdc": {"k": config.nearest_k, "mode": config.prdc_mode, "features": feats_name, **prdc},
+        "prdc": {"k": config.nearest_k, "mode": profile["prdc_mode"], "features": feats_name, **prdc},
         "fid": {"value": fid_value, "features": feats_name},
         **eval_block,
         "config": asdict(config),
@@ -199,7 +209,7 @@ def evaluate_sets(targets: ImageSet, recon: ImageSet, config: EvalConfig, progre
 
 
 def _features(config: EvalConfig, metric: PerceptualDistance, targets: ImageSet, recon: ImageSet,
-              recon_labels: np.ndarray, target_pooled: np.ndarray, recon_pooled: np.ndarray):
+              recon_labels: np.ndarray, target_pooled: np.ndarray, recon_pooled: np.ndarray, notes: list[str]):
     """Pick the FID/PRDC feature extractor; evaluate with the evaluation model when one is given."""
     eval_block: dict = {"attack_accuracy": None, "knn_distance": None, "eval_model": None}
     eval_feats = None
@@ -224,9 +234,17 @@ def _features(config: EvalConfig, metric: PerceptualDistance, targets: ImageSet,
     weights = find_inception_weights(config.inception_weights) if choice in ("auto", "inception") else None
     if choice == "inception" and weights is None:
         raise DDCSInputError("--features inception: Inception-v3 weights not found; pass --inception-weights FILE")
+    official = config.resolved()["prep"] == "official"
     if weights is not None:
-        extractor = InceptionFeatures(weights, metric.device)
-        return INCEPTION_NAME, extractor(targets.images), extractor(recon.images), eval_block
+        extractor = inception_features(weights, metric.device, official=official)
+        if official and extractor.name != FID_INCEPTION_NAME:
+            notes.append(f"official profile: {weights} holds torchvision's Inception-v3, not pytorch-fid's FID Inception "
+                         "the official code uses; FID and PRDC are not comparable with its numbers")
+        return extractor.name, extractor(targets.images), extractor(recon.images), eval_block
+    if official and choice == "auto":
+        notes.append(f"official profile: no Inception weights found (pass --inception-weights "
+                     f"pt_inception-2015-12-05-6726825d.pth); FID and PRDC fell back to {metric.feature_name}, "
+                     "not comparable with the official code's numbers")
     return metric.feature_name, target_pooled, recon_pooled, eval_block
 
 
@@ -243,10 +261,9 @@ def _model_class_index(target_classes: list[str], model_classes: list[str] | Non
     return np.arange(len(target_classes), dtype=np.int64)
 
 
-def _prdc(target_feats, target_labels, recon_feats, recon_labels, config: EvalConfig) -> dict:
+def _prdc(target_feats, target_labels, recon_feats, recon_labels, nearest_k: int, mode: str) -> dict:
     try:
-        return prdc_per_class(target_feats, target_labels, recon_feats, recon_labels,
-                              nearest_k=config.nearest_k, mode=config.prdc_mode)
+        return prdc_per_class(target_feats, target_labels, recon_feats, recon_labels, nearest_k=nearest_k, mode=mode)
     except DDCSInputError as exc:
         return {"precision": None, "recall": None, "density": None, "coverage": None, "error": str(exc)}
 

@@ -190,8 +190,8 @@ def build_app(runs_dir: str | Path = "runs", device: str = "auto", explorer: Exp
                                           placeholder="attack-output")
                 with gr.Row():
                     ev_name = gr.Textbox(label="New run name (optional)", placeholder="eval-myattack")
-                    ev_profile = gr.Radio(["fast", "paper"], value="fast", label="Profile",
-                                          info="fast: LPIPS-alex at native size · paper: LPIPS-VGG at 256×256")
+                    ev_profile = gr.Radio(["fast", "paper", "official"], value="fast", label="Profile",
+                                          info="fast: LPIPS-alex at native size · paper: LPIPS-VGG at 256×256 · official: the official code's preparation")
                     ev_device = gr.Dropdown(["auto", "cpu", "cuda"], value=ex.device if ex.device in ("auto", "cpu", "cuda") else "auto",
                                             label="Device")
                 with gr.Row():
