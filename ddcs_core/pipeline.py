@@ -162,6 +162,8 @@ def load_world(folder: Path = SHIPPED, device: str | torch.device = "cpu", verif
     from ddcs_core.models.checkpoints import load_model, verify_manifest
 
     folder = Path(folder)
+    if not folder.is_dir():
+        raise DDCSInputError(f"{folder}: no demo world here; {HINT}")
     manifest = verify_manifest(folder) if verify else {"files": {}}
     expected = {name: entry.get("sha256") for name, entry in manifest.get("files", {}).items()}
     models, names = {}, None

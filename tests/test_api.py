@@ -102,6 +102,8 @@ def test_a_missing_world_says_where_to_point(tmp_path):
     from ddcs_core import pipeline
 
     with pytest.raises(ddcs_core.DDCSInputError, match="DDCS_HOME=/path/to/clone"):
+        pipeline.load_world(tmp_path / "nowhere")
+    with pytest.raises(ddcs_core.DDCSInputError, match="DDCS_HOME=/path/to/clone"):
         pipeline.load_world(tmp_path, verify=False)
 
 
