@@ -3,7 +3,6 @@
 import inspect
 import subprocess
 import sys
-import tomllib
 from pathlib import Path
 
 import numpy as np
@@ -77,6 +76,7 @@ def test_metrics_through_the_package():
 
 
 def test_console_script_is_the_module_entry_point(tmp_path):
+    tomllib = pytest.importorskip("tomllib")  # Python 3.11+
     scripts = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["scripts"]
     module, func = scripts["ddcs"].split(":")
     assert (module, func) == ("ddcs_core.__main__", "main")
