@@ -186,7 +186,11 @@ def _project_2d(x: np.ndarray, n_neighbors: int, min_dist: float, n_epochs: int 
     n = len(x)
     if method == "pca" or n < 8:
         return np.pad(x[:, :2], ((0, 0), (0, max(0, 2 - x.shape[1])))), "pca"
-    import umap
+    try:
+        import umap
+    except ImportError as exc:
+        raise DDCSInputError("the Map needs umap-learn: pip install 'ddcs-explorer[app]' (the pca method "
+                             "works without it)") from exc
 
     reducer = umap.UMAP(n_components=2, n_neighbors=int(min(n_neighbors, n - 1)), min_dist=min_dist,
                         n_epochs=n_epochs, random_state=seed, n_jobs=1, init="spectral" if n > 100 else "random")

@@ -2,7 +2,14 @@
 
 
 class DDCSInputError(ValueError):
-    """A user-facing error about an input (file, folder, argument); the message names it."""
+    """A user-facing error about an input (file, folder, argument); the message names it.
+
+    The CLI prints it as ``error: <message>`` and exits with status 2; the app shows the message.
+    It subclasses ValueError, so callers that already catch ValueError keep working.
+
+    Args:
+        message: one line that names the file, folder or argument and what to do about it.
+    """
 
 
 def config_from_dict(cls, d: dict | None, section: str) -> dict:

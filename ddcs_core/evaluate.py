@@ -45,7 +45,30 @@ PROFILES = {
 
 @dataclass
 class EvalConfig:
-    """Everything that decides the numbers; written into the report so a run can be repeated."""
+    """Everything that decides the numbers; written into the report so a run can be repeated.
+
+    The fields are the `ddcs evaluate` options of the same names (see `ddcs evaluate --help`).
+
+    Attributes:
+        profile: "fast" (LPIPS-alex at native size) or "paper" (LPIPS-VGG at 256x256).
+        net: override the profile's LPIPS backbone ("alex" or "vgg").
+        size: bring every image to size x size before evaluation (None: the profile's).
+        class_agnostic: assign reconstructions over all targets instead of their class's.
+        skip_unknown_classes: drop reconstructions of classes absent from the targets.
+        eval_model: evaluation classifier checkpoint, for attack accuracy and KNN distance.
+        features: features for FID/PRDC: "auto", "lpips", "inception" or "eval-model".
+        inception_weights: torchvision's inception_v3_google-0cc3c7bd.pth, if at hand.
+        nearest_k: k of precision/recall/density/coverage.
+        prdc_mode: "naeem" or "ppa" (see `ddcs_core.metrics.prdc`).
+        device, batch_size, memory_cap_gb: where and in what memory the LPIPS search runs.
+        seed: recorded in the report.
+        resize: "stretch", "center-crop" or "pad", when images are brought to `size`.
+        max_image_pixels, max_set_gb: input caps (None: $DDCS_MAX_IMAGE_PIXELS / $DDCS_MAX_SET_GB or defaults).
+
+    Raises:
+        DDCSInputError: from `resolved()` (called before any work), for an unknown profile,
+            features, prdc_mode or resize, or `features="eval-model"` without `eval_model`.
+    """
 
     profile: str = "fast"
     net: str | None = None
@@ -90,7 +113,17 @@ class EvalConfig:
 
 @dataclass
 class Evaluation:
-    """The result of one evaluation, before it is written anywhere."""
+    """The result of one evaluation, before it is written anywhere.
+
+    Attributes:
+        report: what report.json holds: ddcs, ddcs_avg, matched, prdc, fid, accuracy, config, versions, notes.
+        result: the DDCSResult with the per-target arrays.
+        targets: the targets as evaluated (after resizing).
+        recon: the reconstructions as evaluated (after class alignment).
+        assigned: (R,) target index each reconstruction was assigned to.
+        assigned_dist: (R,) its LPIPS distance to that target.
+        notes: what the evaluation changed or left out, in words.
+    """
 
     report: dict
     result: DDCSResult
@@ -145,7 +178,24 @@ def _load_pair(targets_path, recon_path, profile: dict, progress: bool,
 
 def evaluate_sets(targets: ImageSet, recon: ImageSet, config: EvalConfig, progress: bool = False,
                   notes: list[str] | None = None) -> Evaluation:
-    """All metrics of `recon` against `targets` (both already at the evaluation size)."""
+    """All metrics of `recon` against `targets` (both already at the evaluation size).
+
+    Nothing is written: `evaluate` is this plus loading and writing.
+
+    Args:
+        targets: the private targets (e.g. from `load_images`).
+        recon: the reconstructions, same image size; classes are matched to the targets' by name.
+        config: the evaluation settings.
+        progress: show progress bars.
+        notes: notes to carry into the report (e.g. from loading).
+
+    Returns:
+        The Evaluation (report dict, DDCSResult, assignments).
+
+    Raises:
+        DDCSInputError: a bad config, reconstruction classes absent from the targets (unless
+            `skip_unknown_classes`), images of different sizes, or unusable features or model.
+    """
     profile = config.resolved()
     notes = list(notes or [])
     t0 = time.perf_counter()
@@ -370,7 +420,22 @@ def preflight(out_dir: str | Path, config: EvalConfig) -> Limits:
 
 def evaluate(targets_path: str | Path, recon_path: str | Path, out_dir: str | Path, config: EvalConfig | None = None,
              progress: bool = True) -> Evaluation:
-    """The CLI's `evaluate`: check, load, compute, write. Nothing is written unless everything succeeded."""
+    """The CLI's `evaluate`: check, load, compute, write. Nothing is written unless everything succeeded.
+
+    Args:
+        targets_path: the private targets: a folder with one subfolder per class, or an .npz.
+        recon_path: the reconstructions, same layout; class folder names must match the targets'.
+        out_dir: where report.json, targets.csv and evaluation.npz are written (as one atomic set).
+        config: the evaluation settings (default: `EvalConfig()`, the fast profile).
+        progress: show progress bars.
+
+    Returns:
+        The Evaluation that was written.
+
+    Raises:
+        DDCSInputError: any bad input (config, paths, images, caps, output folder, evaluation
+            model), before the LPIPS search where it can be checked cheaply.
+    """
     config = config or EvalConfig()
     limits = preflight(out_dir, config)
     targets, recon, notes = _load_pair(targets_path, recon_path, config.resolved(), progress, limits)

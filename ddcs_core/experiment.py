@@ -41,6 +41,7 @@ from ddcs_core.attacks import AttackResult, InversionConfig, dual_pool, invert
 from ddcs_core.attacks.fingerprint import module_digest
 from ddcs_core.data.images import ImageSet
 from ddcs_core.errors import DDCSInputError
+from ddcs_core.home import repo_root
 from ddcs_core.jobs import JobCancelled, Param, devices, register_job
 from ddcs_core.models.train_gan import save_grid
 from ddcs_core.pool_names import PRETRAINED, VANILLA_POOL, pool_name
@@ -457,7 +458,7 @@ def invert_job(run: Run, params: dict, report: Report, cancelled: Callable[[], b
 
 
 # New runs from the app and the demo run ------------------------------------------------------------
-DEMO_CONFIG = Path(__file__).resolve().parents[1] / "assets" / "configs" / "demo.yaml"
+DEMO_CONFIG = repo_root() / "assets" / "configs" / "demo.yaml"
 DEMO_RUN = "demo"
 
 

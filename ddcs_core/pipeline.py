@@ -21,9 +21,10 @@ import torch
 from ddcs_core import atomic
 from ddcs_core.data.lfw import LFWData, lfw_dir, prepare_lfw
 from ddcs_core.errors import DDCSInputError
+from ddcs_core.home import HINT, repo_root
 from ddcs_core.perceptual.weights import cache_dir
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = repo_root()
 SHIPPED = REPO / "checkpoints" / "demo"
 DEMO_CONFIG: dict = {
     "data": {"size": 64, "crop": 128, "min_images": 20, "holdout_per_person": 3, "seed": 0},
@@ -161,12 +162,15 @@ def load_world(folder: Path = SHIPPED, device: str | torch.device = "cpu", verif
     from ddcs_core.models.checkpoints import load_model, verify_manifest
 
     folder = Path(folder)
+    if not folder.is_dir():
+        raise DDCSInputError(f"{folder}: no demo world here; {HINT}")
     manifest = verify_manifest(folder) if verify else {"files": {}}
     expected = {name: entry.get("sha256") for name, entry in manifest.get("files", {}).items()}
     models, names = {}, None
     for role, fname in FILES.items():
         if not (folder / fname).is_file():
-            raise DDCSInputError(f"{folder / fname}: missing; run `python -m ddcs_core demo build --from-scratch`")
+            raise DDCSInputError(f"{folder / fname}: missing; {HINT} (or train one with `python -m ddcs_core "
+                                 "demo build --from-scratch`)")
         if verify and fname not in expected:
             raise DDCSInputError(f"{folder / fname}: not listed in {folder / 'manifest.json'}, so it cannot be "
                                  "verified; restore the manifest or rebuild with `python -m ddcs_core demo build "

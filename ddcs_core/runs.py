@@ -46,7 +46,23 @@ class PoolEvaluation:
 
 
 class Run:
-    """One run folder. Reading never needs the app; writing is atomic file by file."""
+    """One run folder. Reading never needs the app; writing is atomic file by file.
+
+    Reading: `config`, `targets()`, `pools()`, `recon(pool)` (images and latents), `evaluation(pool)`
+    (the stored report and per-target arrays), `map()`. Writing: `write_config`, `write_targets`,
+    `write_recon`, `write_evaluation`, `write_map`. The layout is in the module docstring.
+
+    Args:
+        path: the run folder (it need not exist yet; `exists()` tells).
+
+    Raises:
+        DDCSInputError: from the readers, when the run or pool is missing or not yet evaluated,
+            and from the writers, for a pool name that cannot be a folder name.
+
+    Example:
+        >>> run = RunStore("runs").run("demo")
+        >>> run.evaluation(run.pools()[0]).report["ddcs"]
+    """
 
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
@@ -145,7 +161,15 @@ class Run:
 
 
 class RunStore:
-    """A folder of runs."""
+    """A folder of runs, one subfolder each (`make run` and `ddcs run` use ./runs).
+
+    Args:
+        root: the store's folder (created by the first run written into it).
+
+    Raises:
+        DDCSInputError: from `run` and `create`, for a name that is not a plain folder name, and from
+            `create`, when a run of that name exists with a different config.
+    """
 
     def __init__(self, root: str | Path) -> None:
         self.root = Path(root)

@@ -91,7 +91,20 @@ def _env_number(name: str, default: float) -> float:
 
 @dataclass
 class ImageSet:
-    """Images with their labels and provenance, so every reported sample can be traced to a file."""
+    """Images with their labels and provenance, so every reported sample can be traced to a file.
+
+    Args:
+        images: uint8 (N, H, W, 3) RGB.
+        labels: int64 (N,), indices into `class_names`.
+        class_names: the class of each label index (folder names when loaded from a tree).
+        paths: per image, its source file, or "FILE.npz#i".
+        source: the folder or file the set came from.
+        warnings: what loading skipped or changed, for the report.
+        resize: how the images were brought to one size (policy, counts), for the report.
+
+    Raises:
+        DDCSInputError: arrays of the wrong dtype or shape, or labels outside the class list.
+    """
 
     images: np.ndarray  # uint8 (N, H, W, 3) RGB
     labels: np.ndarray  # int64 (N,), indices into class_names
@@ -152,6 +165,21 @@ def load_images(path: str | Path, *, size: int | None = None, progress: bool = T
     ``size=None`` keeps the native size and requires all images to share it; ``size=N`` brings every
     image to N×N by the ``resize`` policy (stretch, center-crop or pad; PIL bilinear). ``limits``
     (default: `Limits.resolve()`) caps pixels per image and decoded bytes of the set.
+
+    Args:
+        path: a folder with one subfolder per class (any image format PIL reads, found by content),
+            or an ``.npz`` with uint8 ``images`` (N, H, W, 3), int ``labels`` and optional ``class_names``.
+        size: bring every image to size x size (None: keep the native size).
+        progress: show a progress bar while decoding.
+        resize: "stretch", "center-crop" or "pad".
+        limits: caps on pixels per image and decoded bytes (default: the env/default caps).
+
+    Returns:
+        The ImageSet, classes sorted by folder name; what was skipped is in its ``warnings``.
+
+    Raises:
+        DDCSInputError: a missing path, an empty or unreadable set, mixed native sizes without
+            ``size``, a bad ``resize`` or ``size``, or an image or set over the caps.
     """
     path = Path(path)
     _check_size(size)

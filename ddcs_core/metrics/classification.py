@@ -31,7 +31,17 @@ def _labels(labels: np.ndarray, n: int, name: str, other: str) -> np.ndarray:
 
 def prediction_confidence(logits: np.ndarray) -> dict[str, float]:
     """Mean softmax entropy (nats; log C = uniform) and mean top-1 probability over the samples: how sure
-    the classifier is of images that carry no label, e.g. a generator's samples before and after transfer."""
+    the classifier is of images that carry no label, e.g. a generator's samples before and after transfer.
+
+    Args:
+        logits: (N, C) classifier outputs.
+
+    Returns:
+        {"entropy": mean softmax entropy in nats, "confidence": mean top-1 probability}.
+
+    Raises:
+        DDCSInputError: logits that are not a non-empty, finite 2-D real array.
+    """
     z = _real_2d(logits, "logits", "samples, classes")
     if z.shape[0] == 0 or z.shape[1] == 0:
         raise DDCSInputError(f"logits: needs at least one sample and one class, got shape {z.shape}")
@@ -45,6 +55,17 @@ def topk_accuracy(logits: np.ndarray, labels: np.ndarray, ks: Iterable[int] = (1
     """Share of samples whose label is among the k highest logits, for each k (k > C means C).
 
     Ties rank the lower class index first, as argmax does, so equal logits never inflate accuracy.
+
+    Args:
+        logits: (N, C) classifier outputs, e.g. the evaluation model's on the reconstructions.
+        labels: (N,) integer class index each sample should be recognised as.
+        ks: the k values to report.
+
+    Returns:
+        {k: accuracy in [0, 1]} for each k.
+
+    Raises:
+        DDCSInputError: malformed logits, labels outside [0, C) or a k that is not a positive integer.
     """
     z = _real_2d(logits, "logits", "samples, classes")
     n, n_classes = z.shape
@@ -79,7 +100,18 @@ def knn_distance(recon_features: np.ndarray, recon_labels: np.ndarray, private_f
                  private_labels: np.ndarray) -> dict:
     """Min squared L2 feature distance of each reconstruction to the private samples of its class.
 
-    Returns {"mean": float, "per_sample": (N,) float64}.
+    Args:
+        recon_features: (N, D) features of the reconstructions (e.g. the evaluation model's penultimate layer).
+        recon_labels: (N,) class of each reconstruction.
+        private_features: (M, D) features of the private (training) samples.
+        private_labels: (M,) class of each private sample.
+
+    Returns:
+        {"mean": float, "per_sample": (N,) float64}.
+
+    Raises:
+        DDCSInputError: malformed arrays, different feature dimensions, or a reconstruction class
+            without private samples.
     """
     rec = _real_2d(recon_features, "recon_features", "reconstructions, features")
     priv = _real_2d(private_features, "private_features", "private samples, features")

