@@ -33,6 +33,11 @@ from ddcs_core.models.checkpoints import register
 NOISE_MODES = ("random", "const", "none")
 ARCHITECTURES = ("orig", "skip", "resnet")
 _DEFAULT_FILTER = (1, 3, 3, 1)
+# The generator arguments train.py writes for --cfg=paper256 (FFHQ 256 px, as in Plug-and-Play Attacks):
+# fmaps 0.5 → channel_base 16384, 8 mapping layers, mixed precision on the 4 highest resolutions.
+PAPER256_G = dict(z_dim=512, c_dim=0, w_dim=512, img_resolution=256, img_channels=3,
+                  mapping_kwargs=dict(num_layers=8),
+                  synthesis_kwargs=dict(channel_base=16384, channel_max=512, num_fp16_res=4, conv_clamp=256))
 
 
 def _check_activation(act: str) -> str:
