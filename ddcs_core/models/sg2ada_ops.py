@@ -112,47 +112,50 @@ def downsample2d(x: torch.Tensor, f: torch.Tensor, down: int = 2) -> torch.Tenso
 
 
 def conv2d_resample(x: torch.Tensor, w: torch.Tensor, f: torch.Tensor | None = None, up: int = 1, down: int = 1,
-                    padding: int = 0, flip_weight: bool = True) -> torch.Tensor:
+                    padding: int = 0, flip_weight: bool = True, groups: int = 1) -> torch.Tensor:
     """Convolution with FIR up- or downsampling; `flip_weight=False` convolves (weight flipped).
 
     Upsampling is a stride-2 transposed convolution followed by the FIR filter; downsampling filters
     first and convolves with stride 2: the same linear map as zero insertion + filter + conv (resp. conv +
-    filter + decimation), at a quarter of the cost.
+    filter + decimation), at a quarter of the cost. `groups` as in `F.conv2d`.
     """
     kh, kw = int(w.shape[2]), int(w.shape[3])
     if up > 1 and down > 1:
         raise ValueError("conv2d_resample: up and down together are not used by StyleGAN2-ADA")
     if up == 1 and down == 1:
-        return F.conv2d(x, w if flip_weight else w.flip([2, 3]), padding=padding)
+        return F.conv2d(x, w if flip_weight else w.flip([2, 3]), padding=padding, groups=groups)
     fw, fh = _filter_size(f)
     if down > 1:
         px0, px1 = padding + (fw - down + 1) // 2, padding + (fw - down) // 2
         py0, py1 = padding + (fh - down + 1) // 2, padding + (fh - down) // 2
         w = w if flip_weight else w.flip([2, 3])
         if kh == 1 and kw == 1:
-            return F.conv2d(upfirdn2d(x, f, down=down, padding=[px0, px1, py0, py1]), w)
-        return F.conv2d(upfirdn2d(x, f, padding=[px0, px1, py0, py1]), w, stride=down)
+            return F.conv2d(upfirdn2d(x, f, down=down, padding=[px0, px1, py0, py1]), w, groups=groups)
+        return F.conv2d(upfirdn2d(x, f, padding=[px0, px1, py0, py1]), w, stride=down, groups=groups)
     px0, px1 = padding + (fw + up - 1) // 2, padding + (fw - up) // 2
     py0, py1 = padding + (fh + up - 1) // 2, padding + (fh - up) // 2
     if kh == 1 and kw == 1:
-        return upfirdn2d(F.conv2d(x, w), f, up=up, padding=[px0, px1, py0, py1], gain=up * up)
-    wt = (w.flip([2, 3]) if flip_weight else w).transpose(0, 1)  # a transposed conv convolves
-    x = F.conv_transpose2d(x, wt, stride=up)
+        return upfirdn2d(F.conv2d(x, w, groups=groups), f, up=up, padding=[px0, px1, py0, py1], gain=up * up)
+    w = w.flip([2, 3]) if flip_weight else w  # a transposed conv convolves
+    o, i = w.shape[0] // groups, w.shape[1]
+    wt = w.reshape(groups, o, i, kh, kw).transpose(1, 2).reshape(groups * i, o, kh, kw)
+    x = F.conv_transpose2d(x, wt, stride=up, groups=groups)
     return upfirdn2d(x, f, padding=[px0 - (kw - 1), px1 - (kw - up), py0 - (kh - 1), py1 - (kh - up)], gain=up * up)
 
 
 def modulated_conv2d(x: torch.Tensor, weight: torch.Tensor, styles: torch.Tensor, noise: torch.Tensor | None = None,
                      up: int = 1, padding: int = 0, f: torch.Tensor | None = None, demodulate: bool = True,
                      flip_weight: bool = True) -> torch.Tensor:
-    """conv(x, W·s)·d + noise per sample, computed as conv(x·s, W)·d with one shared weight.
-
-    d = 1/‖W·s‖ over (in, kh, kw) per output channel; equal to NVIDIA's grouped per-sample form.
-    """
-    x = conv2d_resample(x * styles[:, :, None, None].to(x.dtype), weight.to(x.dtype), f, up=up, padding=padding,
-                        flip_weight=flip_weight)
+    """conv(x, W_n) + noise per sample n with W_n = W·s_n, demodulated to unit norm over (in, kh, kw) per
+    output channel; one grouped convolution over the batch (NVIDIA's fused form, also in training)."""
+    n, cin, h, w_ = x.shape
+    cout = weight.shape[0]
+    wn = weight[None] * styles[:, None, :, None, None]
     if demodulate:
-        d = torch.rsqrt(styles.square() @ weight.square().sum(dim=(2, 3)).t() + 1e-8)
-        x = x * d[:, :, None, None].to(x.dtype)
+        wn = wn * torch.rsqrt(wn.square().sum(dim=(2, 3, 4), keepdim=True) + 1e-8)
+    x = conv2d_resample(x.reshape(1, n * cin, h, w_), wn.reshape(n * cout, cin, *weight.shape[2:]).to(x.dtype), f,
+                        up=up, padding=padding, flip_weight=flip_weight, groups=n)
+    x = x.reshape(n, cout, *x.shape[2:])
     if noise is not None:
         x = x + noise.to(x.dtype)
     return x
