@@ -5,10 +5,10 @@ The point is to run networks trained with NVlabs/stylegan2-ada-pytorch without r
 plain tensor copy, every module has the same constructor arguments, submodule names and parameter /
 buffer names as the original, so `state_dict()` keys equal the original's.
 
-Numerics follow the original (sg2ada_ops); differences: every layer runs in float32 (the original's
-fp16 blocks are the `force_fp32` path here), modulation scales activations instead of building
-per-sample weights (the same linear map), and the minibatch-std group falls back to a divisor of the
-batch where the original would fail.
+Numerics follow the original (sg2ada_ops: per-sample modulated weights in one grouped convolution, as
+its inference path); differences: every layer runs in float32 (the original's fp16 blocks are its
+`force_fp32` path here), and the minibatch-std group falls back to a divisor of the batch where the
+original would fail.
 
 Interface: besides NVIDIA's arguments the generator speaks the demo generator's interface
 (`ddcs_core.models.stylegan2.Generator`): `mapping(z, truncation_psi)` returns one w per sample
