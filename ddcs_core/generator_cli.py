@@ -27,6 +27,8 @@ def add_generator(sub) -> None:
     s.add_argument("--truncation-cutoff", type=int, help="truncate only the first N ws (default: all)")
     s.add_argument("--noise-mode", choices=["const", "random", "none"], default="const")
     s.add_argument("--class", type=int, dest="class_index", help="class index of a conditional generator")
+    s.add_argument("--fp16", action="store_true",
+                   help="half precision in the layers the pickle marks fp16, as NVIDIA's code runs them (default: float32)")
     s.add_argument("--batch-size", type=int, default=16)
     s.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1 ...")
 
@@ -63,6 +65,7 @@ def run_generator(args) -> int:
     if args.batch_size < 1:
         raise DDCSInputError("--batch-size must be at least 1")
     G = imp.load_network(args.generator, args.network, device=resolve_device(args.device))
+    G.set_fp16(args.fp16)
     z = imp.read_latents(args.latents, G.z_dim)
     images = imp.sample(G, z, args.truncation_psi, args.noise_mode, args.class_index, args.truncation_cutoff,
                         args.batch_size)

@@ -142,6 +142,21 @@ def test_noise_modes_and_determinism():
         G(z, noise_mode="loud")
 
 
+def test_fp16_layers_run_in_half_only_when_enabled():
+    G, D, z = tiny_g(res=32, num_fp16_res=2, conv_clamp=256), tiny_d(res=32, num_fp16_res=2), torch.randn(2, 8)
+    with torch.no_grad():
+        full = G(z, noise_mode="const")
+        G.set_fp16(True)
+        half = G(z, noise_mode="const")
+        single = G(z[:1], noise_mode="const")  # one sample: the grouped (fused) half-precision form
+        logits = D(half)
+        D.set_fp16(True)
+        half_logits = D(half)
+    assert full.dtype == half.dtype == torch.float32 and half_logits.dtype == torch.float32
+    assert 0 < (full - half).abs().max() < 0.05 and 0 < (logits - half_logits).abs().max() < 0.05
+    torch.testing.assert_close(single, half[:1], atol=0.05, rtol=0)
+
+
 def test_conditional_generator_needs_a_class():
     G = tiny_g(c_dim=3)
     with pytest.raises(DDCSInputError, match="class-conditional"):

@@ -145,20 +145,32 @@ def conv2d_resample(x: torch.Tensor, w: torch.Tensor, f: torch.Tensor | None = N
 
 def modulated_conv2d(x: torch.Tensor, weight: torch.Tensor, styles: torch.Tensor, noise: torch.Tensor | None = None,
                      up: int = 1, padding: int = 0, f: torch.Tensor | None = None, demodulate: bool = True,
-                     flip_weight: bool = True) -> torch.Tensor:
+                     flip_weight: bool = True, fused: bool = True) -> torch.Tensor:
     """conv(x, W_n) + noise per sample n with W_n = W·s_n, demodulated to unit norm over (in, kh, kw) per
-    output channel; one grouped convolution over the batch (NVIDIA's fused form, also in training)."""
+    output channel. `fused`: one grouped convolution with per-sample weights; otherwise the activations are
+    scaled before and after one shared-weight convolution (the original's half-precision batch path, whose
+    rounding it reproduces: weight and styles pre-normalised, then a fused multiply-add with the noise)."""
     n, cin, h, w_ = x.shape
-    cout = weight.shape[0]
+    cout, kh, kw = weight.shape[0], weight.shape[2], weight.shape[3]
+    if x.dtype == torch.float16 and demodulate:  # keeps fp16 in range; cancels in the demodulation
+        weight = weight * (1 / math.sqrt(cin * kh * kw) / weight.norm(float("inf"), dim=[1, 2, 3], keepdim=True))
+        styles = styles / styles.norm(float("inf"), dim=1, keepdim=True)
     wn = weight[None] * styles[:, None, :, None, None]
-    if demodulate:
-        wn = wn * torch.rsqrt(wn.square().sum(dim=(2, 3, 4), keepdim=True) + 1e-8)
-    x = conv2d_resample(x.reshape(1, n * cin, h, w_), wn.reshape(n * cout, cin, *weight.shape[2:]).to(x.dtype), f,
+    d = torch.rsqrt(wn.square().sum(dim=(2, 3, 4)) + 1e-8) if demodulate else None
+    if not fused:
+        x = conv2d_resample(x * styles.to(x.dtype)[:, :, None, None], weight.to(x.dtype), f, up=up, padding=padding,
+                            flip_weight=flip_weight)
+        if d is not None and noise is not None:
+            return torch.addcmul(noise.to(x.dtype), x, d.to(x.dtype)[:, :, None, None])
+        if d is not None:
+            return x * d.to(x.dtype)[:, :, None, None]
+        return x if noise is None else x + noise.to(x.dtype)
+    if d is not None:
+        wn = wn * d[:, :, None, None, None]
+    x = conv2d_resample(x.reshape(1, n * cin, h, w_), wn.reshape(n * cout, cin, kh, kw).to(x.dtype), f,
                         up=up, padding=padding, flip_weight=flip_weight, groups=n)
     x = x.reshape(n, cout, *x.shape[2:])
-    if noise is not None:
-        x = x + noise.to(x.dtype)
-    return x
+    return x if noise is None else (x + noise).to(x.dtype)
 
 
 def normalize_2nd_moment(x: torch.Tensor, eps: float = 1e-8) -> torch.Tensor:
