@@ -116,7 +116,7 @@ def sample(G: sg.Generator, z: np.ndarray, truncation_psi: float = 1.0, noise_mo
     if G.c_dim > 0 and class_index is None:
         raise DDCSInputError(f"the generator is class-conditional ({G.c_dim} classes): pass --class K")
     device = G.const.device
-    c = None if class_index is None else sg._one_hot(class_index, G.c_dim)[None].to(device)
+    c = None if class_index is None else sg.one_hot(class_index, G.c_dim)[None].to(device)
     out = []
     for zb in torch.from_numpy(z).split(batch_size):
         zb = zb.to(device)

@@ -59,7 +59,7 @@ def _check_resolution(img_resolution: int) -> int:
     return r
 
 
-def _one_hot(k: int, c_dim: int) -> torch.Tensor:
+def one_hot(k: int, c_dim: int) -> torch.Tensor:
     if not 0 <= int(k) < c_dim:
         raise DDCSInputError(f"class {k} is out of range for a network with {c_dim} classes")
     return torch.eye(c_dim)[int(k)]
@@ -136,7 +136,7 @@ class MappingNetwork(nn.Module):
 
     def set_class(self, k: int | None) -> None:
         """Condition every later call without `c` on class `k` (None: require `c`)."""
-        self._fixed_c = None if k is None else _one_hot(k, self.c_dim)
+        self._fixed_c = None if k is None else one_hot(k, self.c_dim)
 
     def _labels(self, c: torch.Tensor | None, n: int) -> torch.Tensor:
         if c is None:
