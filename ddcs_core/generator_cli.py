@@ -6,9 +6,6 @@ import io
 import json
 from pathlib import Path
 
-import numpy as np
-import torch
-
 from ddcs_core.errors import DDCSInputError
 
 
@@ -33,7 +30,10 @@ def add_generator(sub) -> None:
     s.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1 ...")
 
 
-def _save(out: Path, images: np.ndarray) -> None:
+def _save(out: Path, images) -> None:
+    import numpy as np
+    import torch
+
     from ddcs_core import atomic
     from ddcs_core.models.train_gan import save_grid
 

@@ -6,9 +6,11 @@ plain tensor copy, every module has the same constructor arguments, submodule na
 buffer names as the original, so `state_dict()` keys equal the original's.
 
 Numerics follow the original (sg2ada_ops: per-sample modulated weights in one grouped convolution, as
-its inference path); differences: every layer runs in float32 (the original's fp16 blocks are its
-`force_fp32` path here), and the minibatch-std group falls back to a divisor of the batch where the
-original would fail.
+its inference path); differences: every layer runs in float32 unless `set_fp16(True)` (then the blocks
+marked fp16 run in half precision with the original's op sequence), and the minibatch-std group falls back to a divisor of the batch where the
+original would fail. Arguments that only steer training or memory layout (`channels_last`,
+`fp16_channels_last`, `trainable`, `freeze_layers`, `first_layer_idx`, `fused_modconv_default`) are accepted
+so that every recorded configuration builds, and change no number.
 
 Interface: besides NVIDIA's arguments the generator speaks the demo generator's interface
 (`ddcs_core.models.stylegan2.Generator`): `mapping(z, truncation_psi)` returns one w per sample
