@@ -1,4 +1,4 @@
-"""One CLI: `python -m ddcs_core {evaluate,lpips,bench,run,reproduce} ...`; bad input exits 2 with a clear message."""
+"""One CLI: `python -m ddcs_core {evaluate,lpips,bench,run,reproduce,generator} ...`; bad input exits 2 with a clear message."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ import sys
 import time
 
 from ddcs_core.errors import DDCSInputError
+from ddcs_core.generator_cli import add_generator, run_generator
 
 
 def _add_evaluate(sub) -> None:
@@ -182,12 +183,20 @@ def _add_bench(sub) -> None:
     t.add_argument("--k", type=int, default=20, help="eigenpairs of the NGD basis")
     t.add_argument("--refresh-every", type=int, default=10, help="R of the damped projection")
     t.add_argument("--device", default="auto")
+    g = bsub.add_parser("generator", help="images/s of an imported StyleGAN2-ADA paper256 generator (CPU, and CUDA)")
+    g.add_argument("--batch-size", type=int, default=2, help="batch on the CPU (CUDA uses at least 16)")
+    g.add_argument("--seconds", type=float, default=20.0, help="time budget per device")
+    g.add_argument("--device", default="auto", help="auto: the CPU, and CUDA when available")
 
 
 def _run_bench(args) -> int:
     from ddcs_core import bench
 
-    if args.what == "transfer":
+    if args.what == "generator":
+        from ddcs_core.bench_generator import generator_bench
+
+        out = generator_bench(args.batch_size, args.seconds, args.device)
+    elif args.what == "transfer":
         out = bench.transfer_bench(args.steps, args.batch_size, args.k, args.refresh_every, device=args.device)
     elif args.what == "lpips":
         out = bench.lpips_bench(args.n, args.m, args.size, args.net, args.naive_pairs)
@@ -306,6 +315,7 @@ COMMANDS = {
     "run": (_add_run, _run_run),
     "reproduce": (_add_reproduce, _run_reproduce),
     "victim": (_add_victim, _run_victim),
+    "generator": (add_generator, run_generator),
 }
 
 

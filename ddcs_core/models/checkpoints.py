@@ -26,7 +26,7 @@ from ddcs_core.errors import DDCSInputError
 
 ARCHS: dict[str, Callable[..., nn.Module]] = {}
 # Modules whose import registers the built-in architectures.
-_BUILTIN_MODULES = ("ddcs_core.models.classifiers", "ddcs_core.models.stylegan2")
+_BUILTIN_MODULES = ("ddcs_core.models.classifiers", "ddcs_core.models.stylegan2", "ddcs_core.models.stylegan2_ada")
 FORMAT_VERSION = "1"
 MANIFEST_NAME = "manifest.json"
 _TORCH_SUFFIXES = (".pt", ".pth")
