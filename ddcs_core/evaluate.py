@@ -34,9 +34,10 @@ PROFILES = {
 }
 
 
-@dataclass
+@dataclass(frozen=True)
 class EvalConfig:
-    """Everything that decides the numbers; written into the report so a run can be repeated."""
+    """Everything that decides the numbers; written into the report so a run can be repeated.
+    Checked when built, so a bad value fails before any work starts."""
 
     profile: str = "fast"
     net: str | None = None
@@ -52,6 +53,17 @@ class EvalConfig:
     batch_size: int = 64
     memory_cap_gb: float = 2.0
     seed: int = 0
+
+    def __post_init__(self) -> None:
+        self.resolved()
+        for name in ("nearest_k", "batch_size"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                raise DDCSInputError(f"evaluation.{name} must be an int >= 1, got {value!r}")
+        if not isinstance(self.memory_cap_gb, (int, float)) or not self.memory_cap_gb > 0:
+            raise DDCSInputError(f"evaluation.memory_cap_gb must be a number > 0, got {self.memory_cap_gb!r}")
+        if not isinstance(self.seed, int) or isinstance(self.seed, bool):
+            raise DDCSInputError(f"evaluation.seed must be an int, got {self.seed!r}")
 
     def resolved(self) -> dict:
         if self.profile not in PROFILES:
