@@ -195,6 +195,7 @@ def parse_experiment(raw: dict, source: str = "config") -> ExperimentConfig:
     transfer = _mapping(raw.get("transfer"), f"{source}: transfer")
     if "mode" in transfer:
         raise DDCSInputError(f"{source}: transfer.mode is set per mode; list the modes in transfer.modes")
+    _known(transfer, ["modes", *(f.name for f in fields(TransferConfig) if f.name != "mode")], "transfer", source)
     modes = transfer.pop("modes", list(MODES))
     transfer.setdefault("seed", seed)
     common = TransferConfig.from_dict({**transfer, "mode": modes[0] if isinstance(modes, list) and modes and
