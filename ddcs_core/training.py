@@ -101,12 +101,13 @@ class Trainer:
             diff = sorted(k for k in self.signature if (saved or {}).get(k) != self.signature[k])
             raise DDCSInputError(f"{self.what} {path} belongs to a different run (differs in {diff}); {self.restart_hint}")
         try:
-            step = int(state["step"])
+            step = int(state["step"] if "step" in state else state["epoch"])  # "epoch": classifier states
+            seconds = float(state["seconds"] if "seconds" in state else state["train_seconds"])  # written before the Trainer
             if step > self.total:
                 raise DDCSInputError(f"{self.what} {path} is at {self.unit} {step} > {self.unit}s={self.total}")
             loop.load(state)
             restore_rng(state["rng"], loop.gen, loop.device)
-            return step, float(state["seconds"])
+            return step, seconds
         except (KeyError, RuntimeError, ValueError) as e:
             if isinstance(e, DDCSInputError):
                 raise

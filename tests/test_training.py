@@ -73,3 +73,18 @@ def test_signature_and_bounds_are_checked(tmp_path):
     assert result.resumed_from == 0 and fresh.began == (0, False)
     with pytest.raises(DDCSInputError, match="bad device"):
         parse_device("gpu:x")
+
+
+
+def test_states_written_before_the_trainer_resume(tmp_path):
+    from ddcs_core.models.checkpoints import load_training_state, save_training_state
+
+    full, _ = fit(tmp_path / "full.pt")
+    checks = []
+    with pytest.raises(Cancelled):
+        fit(tmp_path / "old.pt", should_stop=lambda: checks.append(1) or len(checks) == 4)
+    state = load_training_state(tmp_path / "old.pt")
+    state["epoch"], state["train_seconds"] = state.pop("step"), state.pop("seconds")  # the classifiers' old names
+    save_training_state(tmp_path / "old.pt", state)
+    resumed, result = fit(tmp_path / "old.pt")
+    assert result.resumed_from == 3 and torch.equal(full.w, resumed.w)
