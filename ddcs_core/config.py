@@ -27,7 +27,6 @@ The demo config sets every one of these explicitly, so its effective values are 
 from __future__ import annotations
 
 import json
-import math
 from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any

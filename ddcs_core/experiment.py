@@ -25,7 +25,7 @@ on memory layout, so latents can differ in the last bits).
 
 from __future__ import annotations
 
-from dataclasses import dataclass, fields, replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Callable
 
