@@ -332,12 +332,16 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s: %(message)s")
     try:
         return COMMANDS[args.command][1](args)
-    except DDCSInputError as exc:
+    except DDCSInputError as exc:  # the user's mistake: one line
         print(f"error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("interrupted: nothing half-written was left behind", file=sys.stderr)
         return 130
+    except Exception:  # a bug: the traceback, so it can be reported
+        logging.getLogger("ddcs_core").exception("internal error (a bug, not your input); please report it with "
+                                                 "this traceback")
+        return 1
 
 
 if __name__ == "__main__":

@@ -16,18 +16,15 @@ from pathlib import Path
 
 import numpy as np
 
+from ddcs_core.control import Cancelled, Report, ShouldStop
 from ddcs_core.errors import DDCSInputError
 from ddcs_core.runs import Run
 
-Report = Callable[[float, str], None]
-Cancelled = Callable[[], bool]
 
 MAP_VERSION = 1
 
 
-class MapCancelled(Exception):
-    """Raised inside `compute_map` when the caller asked to stop; nothing has been written."""
-
+MapCancelled = Cancelled  # raised inside `compute_map` when the caller asked to stop; nothing is written
 
 def file_fingerprint(path: Path) -> str:
     """sha256 of a file's bytes: a rewritten pool with identical content keeps its map."""
@@ -71,7 +68,7 @@ def run_net(run: Run) -> str:
 
 
 def ensure_map(run: Run, device: str = "auto", report: Report | None = None,
-               cancelled: Cancelled | None = None, **options) -> dict[str, np.ndarray]:
+               cancelled: ShouldStop | None = None, **options) -> dict[str, np.ndarray]:
     """The run's stored map, recomputed first if its pools changed since it was made."""
     arrays = run.map()
     if arrays is not None and map_is_current(run, arrays):
@@ -80,7 +77,7 @@ def ensure_map(run: Run, device: str = "auto", report: Report | None = None,
 
 
 def compute_map(run: Run, *, net: str | None = None, device: str = "auto", report: Report | None = None,
-                cancelled: Cancelled | None = None, pca_dims: int = 50, n_neighbors: int = 15,
+                cancelled: ShouldStop | None = None, pca_dims: int = 50, n_neighbors: int = 15,
                 min_dist: float = 0.1, n_epochs: int | None = None, memory_cap_gb: float = 1.0,
                 max_fit_rows: int = 4000, seed: int = 0, method: str = "umap") -> dict[str, np.ndarray]:
     """Compute and store map.npz for every pool of the run; returns the stored arrays.
@@ -129,7 +126,7 @@ def compute_map(run: Run, *, net: str | None = None, device: str = "auto", repor
     picks = [sample[(sample >= offsets[k]) & (sample < offsets[k + 1])] - offsets[k] for k in range(len(sets))]
     fit = np.concatenate([sources[k](idx) for k, idx in enumerate(picks) if len(idx)])
     if stop():
-        raise MapCancelled()
+        raise Cancelled("map cancelled; rerun to compute it")
     from sklearn.decomposition import PCA
 
     n_comp = int(max(2, min(pca_dims, fit.shape[0] - 1, fit.shape[1])))
@@ -141,7 +138,7 @@ def compute_map(run: Run, *, net: str | None = None, device: str = "auto", repor
     for k, (images, source) in enumerate(zip(sets, sources)):
         for idx in _chunks(len(images), chunk):
             if stop():
-                raise MapCancelled()
+                raise Cancelled("map cancelled; rerun to compute it")
             reduced[offsets[k] + idx] = pca.transform(source(idx)).astype(np.float32)
             done += len(idx)
             say(0.15 + 0.55 * done / total, f"projected {done}/{total} embeddings")
@@ -149,7 +146,7 @@ def compute_map(run: Run, *, net: str | None = None, device: str = "auto", repor
     say(0.72, f"{method.upper()} of {total} points")
     xy, method = _project_2d(reduced, n_neighbors, min_dist, n_epochs, seed, method)
     if stop():
-        raise MapCancelled()
+        raise Cancelled("map cancelled; rerun to compute it")
     xy = xy.astype(np.float32)
     pool_of = np.concatenate([np.full(len(recons[p]), i, np.int32) for i, p in enumerate(pools)]) \
         if pools else np.zeros(0, np.int32)

@@ -1,4 +1,12 @@
-"""One exception type for every bad input, so the CLI and the app can show its message as is."""
+"""User mistakes apart from bugs.
+
+`DDCSInputError` is the one exception for a bad input (file, folder, argument, config key): its
+message names the input, and the CLI prints it as one line (`error: ...`, exit 2), the app and the
+job log show it as is. Any other exception is an internal error, a bug: the CLI logs its traceback
+(exit 1) and a job's log keeps it. Model constructors raise DDCSInputError for a bad configuration;
+shape checks inside `forward` stay ValueError (a caller's bug). Cancellation is not an error:
+see `control.Cancelled`.
+"""
 
 
 class DDCSInputError(ValueError):

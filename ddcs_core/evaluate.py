@@ -43,7 +43,7 @@ PROFILES = {
 }
 
 
-@dataclass
+@dataclass(frozen=True)
 class EvalConfig:
     """Everything that decides the numbers; written into the report so a run can be repeated.
 
@@ -65,8 +65,10 @@ class EvalConfig:
         resize: "stretch", "center-crop" or "pad", when images are brought to `size`.
         max_image_pixels, max_set_gb: input caps (None: $DDCS_MAX_IMAGE_PIXELS / $DDCS_MAX_SET_GB or defaults).
 
+    Checked when built, so a bad value fails before any work starts.
+
     Raises:
-        DDCSInputError: from `resolved()` (called before any work), for an unknown profile,
+        DDCSInputError: from `resolved()` (called when built, before any work), for an unknown profile,
             features, prdc_mode or resize, or `features="eval-model"` without `eval_model`.
     """
 
@@ -87,6 +89,17 @@ class EvalConfig:
     resize: str = "stretch"
     max_image_pixels: int | None = None
     max_set_gb: float | None = None
+
+    def __post_init__(self) -> None:
+        self.resolved()
+        for name in ("nearest_k", "batch_size"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                raise DDCSInputError(f"evaluation.{name} must be an int >= 1, got {value!r}")
+        if not isinstance(self.memory_cap_gb, (int, float)) or not self.memory_cap_gb > 0:
+            raise DDCSInputError(f"evaluation.memory_cap_gb must be a number > 0, got {self.memory_cap_gb!r}")
+        if not isinstance(self.seed, int) or isinstance(self.seed, bool):
+            raise DDCSInputError(f"evaluation.seed must be an int, got {self.seed!r}")
 
     def resolved(self) -> dict:
         if self.profile not in PROFILES:

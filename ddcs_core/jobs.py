@@ -3,7 +3,9 @@
 A job is a function `fn(run, params, report, cancelled)` registered under a name with a small spec of
 its parameters, so the app can draw a form for any kind without knowing it. Each job runs in its own
 thread; `report(fraction, message)` feeds the progress bar and the log, and `cancelled()` turns true
-when the user asks to stop (cancellation is cooperative: the job checks it between steps). The status
+when the user asks to stop (cancellation is cooperative: the job checks it between steps and raises
+control.Cancelled, which is recorded as "cancelled"). A DDCSInputError is the user's mistake and is
+logged as its one line; any other exception is a bug and its traceback goes to the job's log. The status
 is written atomically to `<run>/job.json`, so a restarted app shows how the last job ended.
 
 One job at a time per run holds across processes: every job, the app's and the CLI's `run`
@@ -21,6 +23,7 @@ import logging
 import os
 import threading
 import time
+import traceback
 import uuid
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
@@ -30,16 +33,15 @@ from typing import Any
 
 import numpy as np
 
-from ddcs_core import atomic
+from ddcs_core import atomic, control
+from ddcs_core.control import Report, ShouldStop
 from ddcs_core.data.images import ImageSet
 from ddcs_core.errors import DDCSInputError
 from ddcs_core.runs import Run
 
 log = logging.getLogger(__name__)
 
-Report = Callable[[float, str], None]
-Cancelled = Callable[[], bool]
-JobFn = Callable[[Run, dict, Report, Cancelled], None]
+JobFn = Callable[[Run, dict, Report, ShouldStop], None]
 Choices = Sequence[str] | Callable[[Run | None], Sequence[str]]
 
 JOB_FILE = "job.json"
@@ -50,8 +52,7 @@ ACTIVE = ("queued", "running")
 JOB_MODULES = ("ddcs_core.experiment",)
 
 
-class JobCancelled(Exception):
-    """A job function may raise this after seeing `cancelled()`; the runner records 'cancelled'."""
+JobCancelled = control.Cancelled  # a job raises it after seeing `cancelled()`; the runner records 'cancelled'
 
 
 @dataclass(frozen=True)
@@ -321,12 +322,14 @@ class _Job:
         self.persist()
         try:
             self.kind.fn(self.run, dict(self.status.params), self.report, self.cancel_event.is_set)
-        except JobCancelled:
+        except control.Cancelled:
             self._finish("cancelled", "cancelled")
-        except DDCSInputError as exc:
+        except DDCSInputError as exc:  # the user's mistake: one line, no traceback
             self._finish("failed", f"failed: {exc}", str(exc))
-        except Exception as exc:  # a bug in a job must not take the app down; the log names it
+        except Exception as exc:  # a bug: it must not take the app down; the traceback goes to the job's log too
             log.exception("job %s on %s failed", self.kind.name, self.run.path)
+            with self.lock:
+                self.status.log.extend(traceback.format_exc().rstrip().splitlines())
             self._finish("failed", f"failed: internal error ({type(exc).__name__}: {exc})", f"{type(exc).__name__}: {exc}")
         else:
             if self.cancel_event.is_set():
@@ -422,9 +425,9 @@ def _pools(run: Run | None) -> list[str]:
     return run.pools() if run is not None else []
 
 
-def _evaluate_job(run: Run, params: dict, report: Report, cancelled: Cancelled) -> None:
+def _evaluate_job(run: Run, params: dict, report: Report, cancelled: ShouldStop) -> None:
     """Evaluate one pool against the run's targets, store it, then bring the map up to date."""
-    from ddcs_core.embedding_map import MapCancelled, ensure_map
+    from ddcs_core.embedding_map import ensure_map
     from ddcs_core.evaluate import EvalConfig, evaluate_sets
 
     pool = params["pool"]
@@ -442,8 +445,7 @@ def _evaluate_job(run: Run, params: dict, report: Report, cancelled: Cancelled) 
         targets = resize_set(targets, size)
     if recon.size != (size, size):
         recon = resize_set(recon, size)
-    if cancelled():
-        raise JobCancelled()
+    control.stop_point(cancelled, f"evaluation of {pool}")
     report(0.08, f"LPIPS-{profile['net']} nearest-target search and metrics ({profile['name']} profile, "
                  f"{len(recon)} reconstructions x {len(targets)} targets)")
     ev = evaluate_sets(targets, recon, config, notes=notes)
@@ -453,31 +455,23 @@ def _evaluate_job(run: Run, params: dict, report: Report, cancelled: Cancelled) 
         report(0.7, f"warning: {warning}")
     report(0.7, f"stored: DDCS {r['ddcs']:.4g}, matched {r['matched']}/{r['counts']['targets']}, "
                 f"coverage {_fmt(r['prdc'].get('coverage'))}")
-    if cancelled():
-        raise JobCancelled()
+    control.stop_point(cancelled, "the map")
     if not params["update_map"]:
         return
-    try:
-        ensure_map(run, device=params["device"], cancelled=cancelled,
-                   report=lambda f, m: report(0.7 + 0.3 * f, f"map: {m}"))
-    except MapCancelled:
-        raise JobCancelled() from None
+    ensure_map(run, device=params["device"], cancelled=cancelled, report=lambda f, m: report(0.7 + 0.3 * f, f"map: {m}"))
     report(1.0, "map: up to date")
 
 
-def _map_job(run: Run, params: dict, report: Report, cancelled: Cancelled) -> None:
+def _map_job(run: Run, params: dict, report: Report, cancelled: ShouldStop) -> None:
     """(Re)compute the Map coordinates of every pool."""
-    from ddcs_core.embedding_map import MapCancelled, compute_map, ensure_map
+    from ddcs_core.embedding_map import compute_map, ensure_map
 
     options = {"device": params["device"], "report": report, "cancelled": cancelled, "method": params["method"]}
-    try:
-        if params["force"]:
-            compute_map(run, **options)
-        else:
-            ensure_map(run, **options)
-            report(1.0, "map is up to date")
-    except MapCancelled:
-        raise JobCancelled() from None
+    if params["force"]:
+        compute_map(run, **options)
+    else:
+        ensure_map(run, **options)
+        report(1.0, "map is up to date")
 
 
 def resize_set(images: ImageSet, size: int) -> ImageSet:

@@ -55,15 +55,6 @@ def _config_hash(config: dict) -> str:
     return hashlib.sha256(json.dumps(config, sort_keys=True).encode()).hexdigest()[:16]
 
 
-def _step_done(work: Path, name: str, config: dict) -> dict | None:
-    path = work / f"{name}.done.json"
-    if path.is_file():
-        done = json.loads(path.read_text())
-        if done.get("config_hash") == _config_hash(config):
-            return done
-    return None
-
-
 STEPS = ("victim", "evaluator", "gan")
 
 
@@ -71,16 +62,15 @@ def build(config: dict | None = None, *, work: Path | None = None, device: str =
           progress: bool = True, log=print, only: tuple[str, ...] = STEPS) -> dict:
     """Train every step not yet done (resuming interrupted ones).
 
-    `only` limits the build to some steps, so independent steps can train in parallel processes
-    (each keeps its own state and done-marker in the work folder); the result is complete only
-    when every step is done.
+    The steps form a steps.StepGraph with its ledger in `<work>/steps.json`; a step counts as done
+    only for the config it was trained with (its hash is recorded). `only` limits the build to some
+    steps, so independent steps can train in parallel processes (each keeps its own state in the work
+    folder); the result is complete only when every step is done.
     """
-    unknown = set(only) - set(STEPS)
-    if unknown:
-        raise DDCSInputError(f"--only: unknown step(s) {sorted(unknown)}; steps are {', '.join(STEPS)}")
     from ddcs_core.models.train_classifier import train_classifier
     from ddcs_core.models.train_gan import train_gan
     from ddcs_core.perceptual import resolve_device
+    from ddcs_core.steps import Ledger, Step, StepGraph
 
     config = copy.deepcopy(config or DEMO_CONFIG)
     work = Path(work or work_dir())
@@ -89,38 +79,53 @@ def build(config: dict | None = None, *, work: Path | None = None, device: str =
     data = demo_data(config, data_root, progress)
     train = (data["private_train"].images, data["private_train"].labels)
     test = (data["private_test"].images, data["private_test"].labels)
-    results, times = {}, {}
-    for name in ("victim", "evaluator"):
+    ledger = Ledger(work / "steps.json")
+    _adopt_done_markers(work, ledger)
+
+    def classifier(name: str) -> Step:
         c = config[name]
-        done = _step_done(work, name, c)
-        if done is None and name not in only:
-            continue
-        if done is None:
+
+        def fn(report, should_stop) -> dict:
             log(f"[build] training the {name} ({c['arch']}, {c['epochs']} epochs) on {len(train[0])} private images")
-            metrics = train_classifier(c["arch"], train, test, epochs=c["epochs"], batch_size=c["batch_size"], lr=c["lr"],
-                                       seed=c["seed"], device=dev, progress=progress,
+            metrics = train_classifier(c["arch"], train, test, epochs=c["epochs"], batch_size=c["batch_size"],
+                                       lr=c["lr"], seed=c["seed"], device=dev, progress=progress,
                                        checkpoint_path=work / f"{name}.safetensors", resume=True,
                                        config={"num_classes": len(data["private_train"].class_names)})
-            done = {"config_hash": _config_hash(c), "metrics": metrics, "seconds": metrics["train_seconds"]}
-            atomic.write_json(work / f"{name}.done.json", done)
-        results[name], times[name] = done["metrics"], done["seconds"]
-        log(f"[build] {name}: held-out top-1 {done['metrics']['test_top1']:.3f}, top-5 {done['metrics']['test_top5']:.3f}")
-    c = config["gan"]
-    done = _step_done(work, "gan", c)
-    if done is None and "gan" not in only:
-        return {"config": config, "work": str(work), "results": results, "complete": False}
-    if done is None:
+            return {"seconds": metrics["train_seconds"], "metrics": metrics}
+        return Step(name, fn)
+
+    def gan(report, should_stop) -> dict:
+        c = config["gan"]
         log(f"[build] training the generator ({c['steps']} steps, batch {c['batch_size']}) on {len(data['public'])} public images")
         summary = train_gan(data["public"].images, steps=c["steps"], batch_size=c["batch_size"], config=c["config"],
                             seed=c["seed"], device=dev, out_dir=work / "gan", progress=progress, resume=True,
                             sample_every=250, ckpt_every=100)
-        done = {"config_hash": _config_hash(c), "metrics": summary, "seconds": summary["train_seconds"]}
-        atomic.write_json(work / "gan.done.json", done)
-    results["gan"], times["gan"] = done["metrics"], done["seconds"]
+        return {"seconds": summary["train_seconds"], "metrics": summary}
+
+    graph = StepGraph([classifier("victim"), classifier("evaluator"), Step("gan", gan)], ledger)
+    for name in graph.select(only):  # a step done for another config is trained again (resuming its state)
+        graph.run(name, config_hash=_config_hash(config[name]))
+    results, times = {}, {}
+    for name in STEPS:
+        done = ledger.entry(name, config_hash=_config_hash(config[name]))
+        if done is None:
+            continue
+        results[name], times[name] = done["metrics"], done["seconds"]
+        if name != "gan":
+            log(f"[build] {name}: held-out top-1 {done['metrics']['test_top1']:.3f}, top-5 {done['metrics']['test_top5']:.3f}")
     complete = set(results) == set(STEPS)
     return {"config": config, "work": str(work), "results": results, "train_seconds": times, "complete": complete,
             "data_fingerprint": data.fingerprint, "class_names": data["private_train"].class_names,
             "data_root": str(data_root) if data_root else None}
+
+
+def _adopt_done_markers(work: Path, ledger: Ledger) -> None:
+    """Work folders built before the ledger kept one `<step>.done.json` per step: take them over."""
+    for name in STEPS:
+        path = work / f"{name}.done.json"
+        if path.is_file() and name not in ledger.read():
+            done = json.loads(path.read_text())
+            ledger.record(name, done["seconds"], config_hash=done["config_hash"], metrics=done["metrics"])
 
 
 def export(build_result: dict, out: Path = SHIPPED, progress: bool = True) -> dict:

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -183,12 +184,18 @@ class RunStore:
     def run(self, name: str) -> Run:
         return Run(self.root / check_name(name))
 
-    def create(self, name: str, config: dict, targets: ImageSet) -> Run:
-        """A new run (or the existing one with the same name, for resuming) with its config and targets."""
+    def create(self, name: str, config: dict, targets: ImageSet,
+               same: Callable[[dict, dict], bool] | None = None) -> Run:
+        """A new run (or the existing one with the same name, for resuming) with its config and targets.
+        `same(stored, config)` decides whether an existing run's config is this one (default: equal);
+        an existing run keeps its config.json as written."""
         run = self.run(name)
-        if run.exists() and run.config != config:
-            raise DDCSInputError(f"run {run.path} exists with a different config; pick another name or delete it")
-        run.write_config(config)
+        if run.exists():
+            stored = run.config
+            if not (same(stored, config) if same is not None else stored == config):
+                raise DDCSInputError(f"run {run.path} exists with a different config; pick another name or delete it")
+        else:
+            run.write_config(config)
         if not (run.path / "targets.npz").is_file():
             run.write_targets(targets)
         return run

@@ -24,7 +24,8 @@ Fixed evaluation latents: every mode draws the same grid latents (from `grid_see
 `<out>/grids/<mode>/step-XXXX.png` at step 0 and at every checkpoint, plus the latest as
 `<out>/grids/<mode>.png`, so artifacts compare side by side. State (`<out>/transfer/<mode>/state.pt`)
 is written atomically at every checkpoint; a rerun resumes from it and, with deterministic CPU kernels,
-ends bit-identical to an uninterrupted run (see experiment.py on oneDNN).
+ends bit-identical to an uninterrupted run (see experiment.py on oneDNN). The loop itself is
+training.Trainer's; `TransferLoop` gives its step.
 """
 
 from __future__ import annotations
@@ -36,11 +37,9 @@ import math
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 import torch
-from tqdm import tqdm
 
 from ddcs_core import atomic
 from ddcs_core.attacks.augment import AugmentConfig, random_transform
@@ -50,12 +49,8 @@ from ddcs_core.errors import DDCSInputError, config_from_dict
 from ddcs_core.geometry.hvp import EmbedFn
 from ddcs_core.geometry.lanczos import LanczosNotConverged
 from ddcs_core.geometry.ngd import NGDBasis, NGDConfig, NGDProjector
-from ddcs_core.models.checkpoints import (
-    capture_rng,
-    load_training_state,
-    save_model,
-    save_training_state,
-)
+from ddcs_core.control import Report, ShouldStop, silent
+from ddcs_core.models.checkpoints import save_model
 from ddcs_core.models.stylegan2 import Discriminator, Generator
 from ddcs_core.models.train_gan import (
     ema_update,
@@ -66,6 +61,7 @@ from ddcs_core.models.train_gan import (
     real_batch,
     save_grid,
 )
+from ddcs_core.training import Trainer, parse_device
 
 log = logging.getLogger(__name__)
 
@@ -83,7 +79,7 @@ class TransferConfig:
     mode: str = "entropy"
     steps: int = 300
     batch_size: int = 8
-    lam: float = 1.0
+    lam: float = 0.03  # one default for every caller (see ddcs_core/config.py on the old 1.0)
     projection: str = "reference"
     k: int = 20
     mu: float = 1e-2
@@ -266,6 +262,73 @@ def transfer_paths(out_dir: str | Path, mode: str) -> dict[str, Path]:
             "grids": out / "grids" / mode, "latest_grid": out / "grids" / f"{mode}.png"}
 
 
+class TransferLoop:
+    """transfer's step for the Trainer: train_gan's step on copies of G and D plus λ·L_adv."""
+
+    def __init__(self, G: Generator, D: Discriminator, victim: torch.nn.Module | None, images: np.ndarray,
+                 c: TransferConfig, cfg: dict, device: torch.device, embed_fn: EmbedFn | None, paths: dict) -> None:
+        torch.manual_seed(c.seed)
+        self.gen = torch.Generator().manual_seed(c.seed)
+        self.c, self.cfg, self.device, self.paths = c, cfg, device, paths
+        self.G = copy.deepcopy(G).to(device).train().requires_grad_(True)
+        self.D = copy.deepcopy(D).to(device).train().requires_grad_(True)
+        self.G_ema = copy.deepcopy(self.G).eval().requires_grad_(False)
+        self.opt_g, self.opt_d = make_optimizers(self.G, self.D, cfg)
+        if c.mode == "ngd" and embed_fn is None:
+            embed_fn = default_embed_fn(device)
+        self.adv = AdversarialTerm(c, victim, embed_fn, self.gen) if c.mode != "vanilla" else None
+        self.log: dict[str, list[float]] = {"loss_g": [], "loss_d": [], "r1": [], "adv": []}
+        self.data = torch.from_numpy(images).to(device)
+        self.fixed_z = grid_latents(c, self.G.z_dim).to(device)
+
+    def state(self) -> dict:
+        adv = self.adv
+        return {"G": self.G.state_dict(), "D": self.D.state_dict(), "G_ema": self.G_ema.state_dict(),
+                "opt_g": self.opt_g.state_dict(), "opt_d": self.opt_d.state_dict(),
+                "ngd": adv.state() if adv is not None else {},
+                "adv_stats": torch.tensor([adv.refresh_seconds, adv.projection_seconds, adv.unconverged]
+                                          if adv is not None else [0.0, 0.0, 0.0], dtype=torch.float64),
+                "log": {k: torch.tensor(v, dtype=torch.float64) for k, v in self.log.items()}}
+
+    def load(self, state: dict) -> None:
+        load_gan_state(state, self.G, self.D, self.G_ema, self.opt_g, self.opt_d)
+        self.log = {k: v.tolist() for k, v in state["log"].items()}
+        if self.adv is not None:
+            self.adv.load(state["ngd"])
+            self.adv.refresh_seconds, self.adv.projection_seconds, unconverged = state["adv_stats"].tolist()
+            self.adv.unconverged = int(unconverged)
+
+    def begin(self, step: int, resumed: bool) -> None:
+        c = self.c
+        if not resumed and self.adv is not None and c.mode == "ngd" and c.projection == "reference":
+            self.adv.prepare_reference(self.G)
+        if step == 0:
+            self.grid(step)
+
+    def grid(self, step: int) -> None:
+        with torch.no_grad():
+            x = torch.cat([self.G_ema(z, noise_mode="const") for z in self.fixed_z.split(64)])
+        save_grid(self.paths["grids"] / f"step-{step:04d}.png", x, self.c.grid)
+        save_grid(self.paths["latest_grid"], x, self.c.grid)
+
+    def step(self, step: int) -> dict[str, float]:
+        c, cfg, adv = self.c, self.cfg, self.adv
+        if adv is not None:
+            adv.step = step
+        losses = gan_step(self.G, self.D, self.opt_g, self.opt_d,
+                          lambda: real_batch(self.data, c.batch_size, self.gen, cfg["xflip"]), cfg, step,
+                          c.batch_size, self.gen, g_extra=adv)
+        ema_update(self.G_ema, self.G, cfg, step + 1, c.batch_size)
+        for key in ("loss_g", "loss_d", "r1"):
+            self.log[key].append(losses[key])
+        self.log["adv"].append(adv.last if adv is not None else float("nan"))
+        return {"g": losses["loss_g"], "d": losses["loss_d"], "adv": self.log["adv"][-1]}
+
+    def after(self, step: int) -> None:
+        if step % self.c.ckpt_every == 0 or step == self.c.steps:
+            self.grid(step)
+
+
 def transfer(
     G: Generator,
     D: Discriminator,
@@ -277,21 +340,18 @@ def transfer(
     device: str | torch.device = "cpu",
     embed_fn: EmbedFn | None = None,
     progress: bool = True,
-    report: Callable[[float, str], None] | None = None,
-    should_stop: Callable[[], bool] | None = None,
-) -> dict | None:
+    report: Report | None = None,
+    should_stop: ShouldStop | None = None,
+) -> dict:
     """Fine-tune copies of G and D (the originals are untouched); returns the summary, also written to
     `<out>/transfer/<mode>/summary.json`, with the EMA generator in `G.safetensors` there.
 
     The victim is frozen (eval mode, no parameter gradients) and unused in `vanilla` mode (may be None).
-    `embed_fn` (ngd only) defaults to LPIPS-alex. Returns None when `should_stop()` turned true; the
-    state saved at that step resumes the run. A finished run is returned from its summary.
+    `embed_fn` (ngd only) defaults to LPIPS-alex. Raises control.Cancelled when `should_stop()` turned
+    true; the state saved at that step resumes the run. A finished run is returned from its summary.
     """
     c = config
-    try:
-        device = torch.device(device)
-    except (RuntimeError, TypeError) as e:
-        raise DDCSInputError(f"bad device {device!r}: {e}") from e
+    device = parse_device(device)
     images = _check_images(public_images, G.img_resolution)
     paths = transfer_paths(out_dir, c.mode)
     # the training settings only: G and D come in as modules (their digests sign the architecture)
@@ -306,86 +366,15 @@ def transfer(
         summary = json.loads(paths["summary"].read_text())
         if summary.get("signature") == signature:
             return summary
-    report = report or (lambda frac, msg: None)
 
-    torch.manual_seed(c.seed)
-    gen = torch.Generator().manual_seed(c.seed)
-    G = copy.deepcopy(G).to(device).train().requires_grad_(True)
-    D = copy.deepcopy(D).to(device).train().requires_grad_(True)
-    G_ema = copy.deepcopy(G).eval().requires_grad_(False)
-    opt_g, opt_d = make_optimizers(G, D, cfg)
-    if c.mode == "ngd" and embed_fn is None:
-        embed_fn = default_embed_fn(device)
-    adv = AdversarialTerm(c, victim, embed_fn, gen) if c.mode != "vanilla" else None
-    step, seconds, log = 0, 0.0, {"loss_g": [], "loss_d": [], "r1": [], "adv": []}
-
-    if paths["state"].is_file():
-        state = load_training_state(paths["state"])
-        if state.get("signature") != signature:
-            diff = sorted(k for k in signature if state.get("signature", {}).get(k) != signature[k])
-            raise DDCSInputError(f"transfer state {paths['state']} belongs to a different run (differs in {diff}); "
-                                 f"delete {paths['work']} to start over")
-        try:
-            load_gan_state(state, G, D, G_ema, opt_g, opt_d, gen, device)
-            step, seconds = int(state["step"]), float(state["seconds"])
-            log = {k: v.tolist() for k, v in state["log"].items()}
-            if adv is not None:
-                adv.load(state["ngd"])
-                adv.refresh_seconds, adv.projection_seconds, unconverged = state["adv_stats"].tolist()
-                adv.unconverged = int(unconverged)
-        except (KeyError, RuntimeError, ValueError) as e:
-            raise DDCSInputError(f"transfer state {paths['state']} is incomplete ({e}); delete it to start over") from e
-    elif adv is not None and c.mode == "ngd" and c.projection == "reference":
-        adv.prepare_reference(G)
-
-    data = torch.from_numpy(images).to(device)
-    fixed_z = grid_latents(c, G.z_dim).to(device)
-
-    def grid() -> None:
-        with torch.no_grad():
-            x = torch.cat([G_ema(z, noise_mode="const") for z in fixed_z.split(64)])
-        save_grid(paths["grids"] / f"step-{step:04d}.png", x, c.grid)
-        save_grid(paths["latest_grid"], x, c.grid)
-
-    def save_state() -> None:
-        save_training_state(paths["state"], {
-            "signature": signature, "step": step, "seconds": seconds, "G": G.state_dict(), "D": D.state_dict(),
-            "G_ema": G_ema.state_dict(), "opt_g": opt_g.state_dict(), "opt_d": opt_d.state_dict(),
-            "rng": capture_rng(gen, device), "ngd": adv.state() if adv is not None else {},
-            "adv_stats": torch.tensor([adv.refresh_seconds, adv.projection_seconds, adv.unconverged]
-                                      if adv is not None else [0.0, 0.0, 0.0], dtype=torch.float64),
-            "log": {k: torch.tensor(v, dtype=torch.float64) for k, v in log.items()},
-        })
-
-    if step == 0:
-        grid()
-    bar = tqdm(total=c.steps, initial=step, desc=f"transfer {c.mode}", disable=not progress)
-    while step < c.steps:
-        if should_stop is not None and should_stop():
-            save_state()
-            bar.close()
-            return None
-        t0 = time.perf_counter()
-        if adv is not None:
-            adv.step = step
-        losses = gan_step(G, D, opt_g, opt_d, lambda: real_batch(data, c.batch_size, gen, cfg["xflip"]), cfg, step,
-                          c.batch_size, gen, g_extra=adv)
-        step += 1
-        ema_update(G_ema, G, cfg, step, c.batch_size)
-        seconds += time.perf_counter() - t0
-        for key in ("loss_g", "loss_d", "r1"):
-            log[key].append(losses[key])
-        log["adv"].append(adv.last if adv is not None else float("nan"))
-        bar.update(1)
-        bar.set_postfix(g=f"{losses['loss_g']:.3f}", d=f"{losses['loss_d']:.3f}", adv=f"{log['adv'][-1]:.3f}")
-        shown = step - step % max(1, c.steps // 20)  # bar: every step; message (a job log line): every 5 %
-        report(step / c.steps, f"transfer {c.mode}: step {shown}/{c.steps}")
-        if step % c.ckpt_every == 0 or step == c.steps:
-            grid()
-            save_state()
-    bar.close()
-
-    sha = save_model(paths["G"], G_ema, "stylegan2-g", G_ema.config, meta={"mode": c.mode, "step": step, "seed": c.seed})
+    loop = TransferLoop(G, D, victim, images, c, cfg, device, embed_fn, paths)
+    trainer = Trainer(c.steps, signature, paths["state"], ckpt_every=c.ckpt_every, desc=f"transfer {c.mode}",
+                      progress=progress, report=report or silent, should_stop=should_stop, what="transfer state",
+                      restart_hint=f"delete {paths['work']} to start over")
+    result = trainer.fit(loop)
+    step, log, adv = result.steps, loop.log, loop.adv
+    sha = save_model(paths["G"], loop.G_ema, "stylegan2-g", loop.G_ema.config,
+                     meta={"mode": c.mode, "step": step, "seed": c.seed})
     tail = slice(-50, None)
 
     def mean(values: list[float]) -> float | None:
@@ -396,7 +385,7 @@ def transfer(
         "signature": signature, "mode": c.mode, "steps": step, "generator": str(paths["G"]), "sha256": sha,
         "grid": str(paths["latest_grid"]), "loss_g": mean(log["loss_g"]), "loss_d": mean(log["loss_d"]),
         "adv_first": mean(log["adv"][:50]) if c.mode != "vanilla" else None, "adv_last": mean(log["adv"]),
-        "sec_per_step": seconds / max(step, 1), "device": str(device),
+        "sec_per_step": result.seconds / max(step, 1), "device": str(device),
         "ngd": None if adv is None or adv.projector is None else {
             "projection": c.projection, "refreshes": adv.projector.refreshes,
             "refresh_seconds": round(adv.refresh_seconds, 3), "projection_seconds": round(adv.projection_seconds, 3),

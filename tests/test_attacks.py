@@ -17,6 +17,7 @@ from ddcs_core.attacks import (
     random_transform,
     transform_scores,
 )
+from ddcs_core.control import Cancelled
 from ddcs_core.errors import DDCSInputError
 from tests.tiny_world import RES, tiny_classifier, tiny_gan
 
@@ -105,8 +106,9 @@ def test_invert_returns_latents_with_images_and_resumes(tmp_path):
         checks["n"] += 1
         return checks["n"] == 2
 
-    assert invert(G, victim, [0, 1, 2], small_config(), name="p", class_names=["a", "b", "c"], work_dir=tmp_path,
-                  progress=False, should_stop=stop_after_first_chunk) is None
+    with pytest.raises(Cancelled):
+        invert(G, victim, [0, 1, 2], small_config(), name="p", class_names=["a", "b", "c"], work_dir=tmp_path,
+               progress=False, should_stop=stop_after_first_chunk)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["init.pt", "opt-0000.pt"]
     resumed = invert(G, victim, [0, 1, 2], small_config(), name="p", class_names=["a", "b", "c"], work_dir=tmp_path,
                      progress=False)

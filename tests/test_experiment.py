@@ -9,11 +9,12 @@ import yaml
 
 import ddcs_core.attacks.inversion as invert_module
 import ddcs_core.transfer as transfer_module
-from ddcs_core import experiment
+from ddcs_core import experiment, worlds
 from ddcs_core.embedding_map import map_is_current
 from ddcs_core.errors import DDCSInputError
-from ddcs_core.experiment import (AttackWorld, StepCancelled, invert_job, open_experiment, resolve_config,
-                                  transfer_config, transfer_job)
+from ddcs_core.config import parse_experiment
+from ddcs_core.control import Cancelled
+from ddcs_core.experiment import AttackWorld, invert_job, open_experiment, transfer_job
 from ddcs_core.models.checkpoints import save_model
 from ddcs_core.reproduce import reproduction_table, to_markdown, transfer_comparison
 from tests.tiny_world import public_images, targets, tiny_classifier, tiny_gan
@@ -44,7 +45,7 @@ def world(tmp_path_factory) -> AttackWorld:
 
 
 def run_all(world, root, name="tiny"):
-    exp = open_experiment(resolve_config(CONFIG), world, root, name, device="cpu", progress=False, log=lambda m: None)
+    exp = open_experiment(parse_experiment(CONFIG), world, root, name, device="cpu", progress=False, log=lambda m: None)
     exp.run_all()
     return exp.run
 
@@ -84,7 +85,7 @@ def test_resume_after_kills_equals_uninterrupted_run(world, tmp_path, monkeypatc
     assert 0 <= pre["victim_entropy"] <= np.log(3) + 1e-9 and 1 / 3 <= pre["victim_confidence"] <= 1
     assert table["transfer"][0]["victim_entropy"] == pre["victim_entropy"] and "Victim entropy" in to_markdown(table)
     lam = {t["mode"]: t["lam"] for t in table["transfer"]}
-    used = transfer_config(full.config["experiment"], "ngd").lam
+    used = parse_experiment(full.config["experiment"]).transfer.for_mode("ngd").lam
     assert lam == {"pretrained": None, "vanilla": None, "entropy": used, "ngd": used}
     comparison = transfer_comparison([table, table])  # a sweep lists each run's modes, the pre-trained once
     assert comparison.count("| pretrained |") == 1 and comparison.count("| ngd (reference) |") == 2
@@ -117,15 +118,15 @@ def test_resume_after_kills_equals_uninterrupted_run(world, tmp_path, monkeypatc
 
 
 def test_jobs_run_steps_and_cancel(world, tmp_path, monkeypatch):
-    monkeypatch.setattr(experiment, "load_demo_world", lambda config, device, progress=True: world)
-    exp = open_experiment(resolve_config(CONFIG), world, tmp_path, "jobs", device="cpu", progress=False)
+    monkeypatch.setitem(worlds.WORLD_LOADERS, "demo", lambda config, device, progress=True: world)
+    exp = open_experiment(parse_experiment(CONFIG), world, tmp_path, "jobs", device="cpu", progress=False)
     run = exp.run
     exp.run_all(only=["fid-pretrained"])
     assert list(json.loads((run.path / "steps.json").read_text())) == ["fid-pretrained"]
     with pytest.raises(DDCSInputError, match="unknown steps"):
         exp.run_all(only=["transfer-gan"])
     fractions = []
-    with pytest.raises(StepCancelled):
+    with pytest.raises(Cancelled):
         transfer_job(run, {"mode": "entropy", "device": "cpu"}, lambda f, m: fractions.append(f), lambda: True)
     transfer_job(run, {"mode": "entropy", "device": "cpu"}, lambda f, m: fractions.append(f), lambda: False)
     for gen in ("pretrained", "entropy"):
@@ -140,15 +141,15 @@ def test_jobs_run_steps_and_cancel(world, tmp_path, monkeypatch):
 
 def test_config_validation():
     with pytest.raises(DDCSInputError, match="unknown sections"):
-        resolve_config({"attack": {}})
+        parse_experiment({"attack": {}})
     with pytest.raises(DDCSInputError, match="transfer.modes"):
-        resolve_config({"transfer": {"modes": ["ngd", "ngd"]}})
+        parse_experiment({"transfer": {"modes": ["ngd", "ngd"]}})
     with pytest.raises(DDCSInputError, match="unknown inversion keys"):
-        resolve_config({"inversion": {"epochs": 3}})
+        parse_experiment({"inversion": {"epochs": 3}})
     with pytest.raises(DDCSInputError, match="evaluation keys"):
-        resolve_config({"evaluation": {"eval_model": "x"}})
-    cfg = resolve_config({"seed": 5})
-    assert cfg["transfer"]["seed"] == cfg["inversion"]["seed"] == cfg["evaluation"]["seed"] == 5
+        parse_experiment({"evaluation": {"eval_model": "x"}})
+    cfg = parse_experiment({"seed": 5})
+    assert cfg.transfer.common.seed == cfg.inversion.seed == cfg.evaluation.seed == 5
 
 
 def test_demo_configs_load():
@@ -156,14 +157,14 @@ def test_demo_configs_load():
 
     folder = Path(__file__).resolve().parents[1] / "assets" / "configs"
     cfg = experiment.load_config(folder / "demo.yaml")
-    assert cfg["transfer"]["modes"] == ["vanilla", "entropy", "ngd"] and cfg["transfer"]["projection"] == "reference"
+    assert cfg.modes == ("vanilla", "entropy", "ngd") and cfg.transfer.common.projection == "reference"
     damped = experiment.load_config(folder / "demo-damped.yaml")
-    assert damped["transfer"]["projection"] == "damped" and damped["inversion"] == cfg["inversion"]
+    assert damped.transfer.common.projection == "damped" and damped.inversion == cfg.inversion
     with pytest.raises(DDCSInputError, match="not found"):
         experiment.load_config(folder / "missing.yaml")
     tuned = experiment.load_config(folder / "demo.yaml", ["transfer.lam=0.3", "transfer.modes=[ngd]", "name=ngd-lam"])
-    assert (tuned["transfer"]["lam"], tuned["transfer"]["modes"], tuned["name"]) == (0.3, ["ngd"], "ngd-lam")
-    assert tuned["inversion"] == cfg["inversion"]
+    assert (tuned.transfer.common.lam, tuned.modes, tuned.name) == (0.3, ("ngd",), "ngd-lam")
+    assert tuned.inversion == cfg.inversion
     for bad, match in (("transfer.lam", "section.key=value"), ("name.x=1", "not a section"),
                        ("transfer.gamma=2", "unknown transfer keys")):
         with pytest.raises(DDCSInputError, match=match):
@@ -173,7 +174,7 @@ def test_demo_configs_load():
 def test_attack_runs_from_the_app_and_the_demo_run(world, tmp_path, monkeypatch):
     from ddcs_core.ui.views import Explorer
 
-    monkeypatch.setattr(experiment, "load_demo_world", lambda config, device, progress=True: world)
+    monkeypatch.setitem(worlds.WORLD_LOADERS, "demo", lambda config, device, progress=True: world)
     base = tmp_path / "tiny.yaml"
     base.write_text(yaml.safe_dump(CONFIG))
     monkeypatch.setattr(experiment, "DEMO_CONFIG", base)

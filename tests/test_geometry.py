@@ -334,4 +334,4 @@ def test_reference_projector_prepares_once(embed, hvp_calls):
         assert torch.allclose(proj(embed, images(3, 4, seed=step), g, step), project_reference(g, basis))
     assert len(hvp_calls) == prepared
     with pytest.raises(DDCSInputError, match="prepare is for mode='reference'"):
-        NGDProjector().prepare(embed, images(2, 4))
+        NGDProjector(NGDConfig(mode="damped")).prepare(embed, images(2, 4))

@@ -3,7 +3,7 @@ import pytest
 import torch
 
 from ddcs_core.errors import DDCSInputError
-from ddcs_core.models import train_classifier as tc
+from ddcs_core import training
 from ddcs_core.models.checkpoints import load_model, load_training_state, save_model
 from ddcs_core.models.classifiers import ResNetS, VGGBNS, build_classifier
 from ddcs_core.models.train_classifier import augment_faces, state_path_for, train_classifier
@@ -93,17 +93,17 @@ def test_training_learns_and_reports(tmp_path):
 
 def test_resume_after_kill_equals_uninterrupted(tmp_path, monkeypatch):
     full = run(tmp_path, "full", 2)
-    real_save = tc.save_training_state
+    real_save = training.save_training_state  # the Trainer writes every checkpoint
 
     def save_then_die(path, state):
         real_save(path, state)
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(tc, "save_training_state", save_then_die)
+    monkeypatch.setattr(training, "save_training_state", save_then_die)
     with pytest.raises(KeyboardInterrupt):
         run(tmp_path, "killed", 2)
-    assert load_training_state(state_path_for(tmp_path / "killed.safetensors"))["epoch"] == 1
-    monkeypatch.setattr(tc, "save_training_state", real_save)
+    assert load_training_state(state_path_for(tmp_path / "killed.safetensors"))["step"] == 1
+    monkeypatch.setattr(training, "save_training_state", real_save)
     resumed = run(tmp_path, "killed", 2)
     assert [h["epoch"] for h in resumed["history"]] == [1, 2]
     assert resumed["test_top1"] == full["test_top1"]
@@ -115,7 +115,7 @@ def test_extending_a_finished_run_continues_the_epoch_counter(tmp_path):
     run(tmp_path, "ext", 1)
     m = run(tmp_path, "ext", 2)
     assert [h["epoch"] for h in m["history"]] == [1, 2]
-    assert load_training_state(state_path_for(tmp_path / "ext.safetensors"))["epoch"] == 2
+    assert load_training_state(state_path_for(tmp_path / "ext.safetensors"))["step"] == 2
     with pytest.raises(DDCSInputError, match="different run.*lr"):
         train_classifier(
             "resnet-s", toy_data(), toy_data(seed=1), epochs=2, batch_size=8, lr=1e-3, seed=0, device="cpu",

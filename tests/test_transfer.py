@@ -6,6 +6,7 @@ from PIL import Image
 
 from ddcs_core.attacks.augment import AugmentConfig
 from ddcs_core.attacks.losses import entropy_loss
+from ddcs_core.control import Cancelled
 from ddcs_core.errors import DDCSInputError
 from ddcs_core.geometry.ngd import NGDBasis, project_damped, project_reference
 from ddcs_core.models.checkpoints import load_model
@@ -112,8 +113,9 @@ def test_resume_equals_uninterrupted_and_is_deterministic(tmp_path):
 
     G, D = tiny_gan()
     cfg = TransferConfig(mode="ngd", steps=4, batch_size=4, k=3, reference_latents=2, ckpt_every=2, grid=2)
-    assert transfer(G, D, tiny_classifier(), public_images(), cfg, tmp_path / "split", embed_fn=tiny_embed(),
-                    progress=False, should_stop=stop_at_3) is None
+    with pytest.raises(Cancelled):
+        transfer(G, D, tiny_classifier(), public_images(), cfg, tmp_path / "split", embed_fn=tiny_embed(),
+                 progress=False, should_stop=stop_at_3)
     split = transfer(G, D, tiny_classifier(), public_images(), cfg, tmp_path / "split", embed_fn=tiny_embed(), progress=False)
     a, b, c = (load_model(s["generator"])[0].state_dict() for s in (full, again, split))
     assert all(torch.equal(a[k], b[k]) and torch.equal(a[k], c[k]) for k in a)

@@ -163,3 +163,48 @@ def test_job_modules_register_kinds_and_broken_ones_are_skipped(tmp_path, monkey
         assert loaded == ["ddcs_test_kinds"] and "test-plugin" in job_kinds()
     finally:
         jobs._KINDS.pop("test-plugin", None)
+
+
+def test_a_bug_in_a_job_keeps_its_traceback_and_a_user_error_one_line(run):
+    def buggy(run, params, report, cancelled):
+        raise ZeroDivisionError("a bug")
+
+    def bad_input(run, params, report, cancelled):
+        raise DDCSInputError("pool 'x' is missing")
+
+    runner = JobRunner()
+    try:
+        register_job("test-bug", buggy)
+        register_job("test-input", bad_input)
+        bug = (runner.start(run, "test-bug"), runner.wait(run, 10))[1]
+        assert bug.state == "failed" and "internal error (ZeroDivisionError: a bug)" in bug.message
+        assert any("Traceback" in line for line in bug.log) and any("in buggy" in line for line in bug.log)
+        user = (runner.start(run, "test-input"), runner.wait(run, 10))[1]
+        assert user.state == "failed" and user.error == "pool 'x' is missing"
+        assert not any("Traceback" in line for line in user.log)
+    finally:
+        jobs._KINDS.pop("test-bug", None)
+        jobs._KINDS.pop("test-input", None)
+
+
+def test_cli_exit_codes_tell_user_errors_from_bugs(monkeypatch, capsys, caplog):
+    from ddcs_core import __main__ as cli
+
+    add = cli.COMMANDS["reproduce"][0]
+
+    def input_error(args):
+        raise DDCSInputError("--run x: not a run folder")
+
+    monkeypatch.setitem(cli.COMMANDS, "reproduce", (add, input_error))
+    assert cli.main(["reproduce", "--run", "x"]) == 2
+    err = capsys.readouterr().err
+    assert err == "error: --run x: not a run folder\n"
+
+    def bug(args):
+        raise KeyError("oops")
+
+    monkeypatch.setitem(cli.COMMANDS, "reproduce", (add, bug))
+    assert cli.main(["reproduce", "--run", "x"]) == 1
+    (record,) = [r for r in caplog.records if r.name == "ddcs_core"]
+    assert "internal error" in record.getMessage() and "KeyError: 'oops'" in caplog.text  # with its traceback
+    assert record.exc_info[0] is KeyError

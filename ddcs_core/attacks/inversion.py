@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Sequence
 
 import numpy as np
 import torch
@@ -22,6 +22,7 @@ from ddcs_core.attacks.fingerprint import module_digest
 from ddcs_core.attacks.losses import IDENTITY_LOSSES
 from ddcs_core.attacks.optimize import optimize_latents
 from ddcs_core.attacks.selection import final_selection, initial_selection, transform_scores
+from ddcs_core.control import Cancelled, Report, ShouldStop
 from ddcs_core.data.images import ImageSet
 from ddcs_core.data.transforms import to_uint8
 from ddcs_core.errors import DDCSInputError, config_from_dict
@@ -120,12 +121,12 @@ def invert(
     class_names: Sequence[str] | None = None,
     work_dir: str | Path | None = None,
     progress: bool = True,
-    report: Callable[[float, str], None] | None = None,
-    should_stop: Callable[[], bool] | None = None,
-) -> AttackResult | None:
+    report: Report | None = None,
+    should_stop: ShouldStop | None = None,
+) -> AttackResult:
     """Invert `victim` for every class in `classes` with generator `G` (both on one device, eval mode).
 
-    Returns None only when `should_stop()` turned true; the finished chunks stay in `work_dir`.
+    Raises control.Cancelled when `should_stop()` turned true; the finished chunks stay in `work_dir`.
     """
     G, victim = G.eval(), victim.eval()
     c = config
@@ -152,7 +153,7 @@ def invert(
         if state is None:
             if should_stop is not None and should_stop():
                 bar.close()
-                return None
+                raise Cancelled(f"inversion {name} cancelled; its finished chunks resume it")
             sl = slice(start, start + c.batch_size)
             w = optimize_latents(G, victim, w0[sl], labels[sl], steps=c.steps, lr=c.lr, betas=c.betas, loss=c.loss,
                                  augment=c.augment, seed=c.seed * 100003 + 1 + i).cpu()

@@ -119,12 +119,12 @@ class NGDConfig:
     basis's eigvals for the backbone and resolution in use.
     """
 
-    mode: str = "damped"
+    mode: str = "reference"  # the defaults agree with transfer.TransferConfig's (see ddcs_core/config.py)
     k: int = 20
     mu: float = 1e-2
     refresh_every: int = 10
     method: str = "torch"
-    tol: float = 1e-4
+    tol: float = 1e-3
     maxiter: int | None = None
     seed: int = 0
     eps: float = 1e-8

@@ -29,9 +29,9 @@ class _Classifier(nn.Module):
     def __init__(self, num_classes: int, input_size: int, mean: Sequence[float], std: Sequence[float]):
         super().__init__()
         if num_classes < 2 or input_size < 8:
-            raise ValueError(f"need num_classes >= 2 and input_size >= 8, got {num_classes}, {input_size}")
+            raise DDCSInputError(f"need num_classes >= 2 and input_size >= 8, got {num_classes}, {input_size}")
         if len(mean) != 3 or len(std) != 3:
-            raise ValueError("mean and std need 3 values (RGB)")
+            raise DDCSInputError("mean and std need 3 values (RGB)")
         self.num_classes = int(num_classes)
         self.input_size = int(input_size)
         self.register_buffer("mean", torch.tensor(mean, dtype=torch.float32).view(1, 3, 1, 1), persistent=False)
@@ -94,7 +94,7 @@ class ResNetS(_Classifier):
     ):
         super().__init__(num_classes, input_size, mean, std)
         if len(widths) != len(blocks) or not widths or min(blocks) < 1:
-            raise ValueError("widths and blocks need the same non-zero length, each stage >= 1 block")
+            raise DDCSInputError("widths and blocks need the same non-zero length, each stage >= 1 block")
         self.config = dict(
             num_classes=num_classes, input_size=input_size, widths=list(widths), blocks=list(blocks),
             stem_width=stem_width, dropout=dropout, mean=list(mean), std=list(std),
@@ -137,7 +137,7 @@ class VGGBNS(_Classifier):
     ):
         super().__init__(num_classes, input_size, mean, std)
         if not stages or not all(stages):
-            raise ValueError("stages need at least one conv each")
+            raise DDCSInputError("stages need at least one conv each")
         self.config = dict(
             num_classes=num_classes, input_size=input_size, stages=[list(s) for s in stages],
             dropout=dropout, mean=list(mean), std=list(std),

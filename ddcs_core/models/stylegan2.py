@@ -20,6 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ddcs_core.errors import DDCSInputError
 from ddcs_core.models.checkpoints import register
 
 SQRT2 = math.sqrt(2.0)
@@ -41,13 +42,13 @@ def channel_dict(resolution: int, channel_base: int, channel_max: int, channels:
     needed = [4 * 2**i for i in range(int(math.log2(resolution)) - 1)]
     missing = [r for r in needed if chans.get(r, 0) < 1]
     if missing:
-        raise ValueError(f"no channel count for resolutions {missing}")
+        raise DDCSInputError(f"no channel count for resolutions {missing}")
     return {r: chans[r] for r in needed}
 
 
 def _check_resolution(resolution: int) -> int:
     if resolution < 4 or resolution & (resolution - 1):
-        raise ValueError(f"img_resolution must be a power of two >= 4, got {resolution}")
+        raise DDCSInputError(f"img_resolution must be a power of two >= 4, got {resolution}")
     return int(resolution)
 
 

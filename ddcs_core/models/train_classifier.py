@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import hashlib
 import math
-import time
 from pathlib import Path
 from typing import Any
 
@@ -21,13 +20,7 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from ddcs_core.errors import DDCSInputError
-from ddcs_core.models.checkpoints import (
-    capture_rng,
-    load_training_state,
-    restore_rng,
-    save_model,
-    save_training_state,
-)
+from ddcs_core.models.checkpoints import save_model
 from ddcs_core.models.classifiers import build_classifier
 
 Split = tuple[np.ndarray, np.ndarray]
@@ -156,100 +149,106 @@ def train_classifier(
     (safetensors, `half` for fp16). Raising `epochs` on a finished run continues it with the schedule
     stretched to the new total.
     """
+    from ddcs_core.training import Trainer, parse_device
+
     x_tr, y_tr = _check_split("train", train)
     x_te, y_te = _check_split("test", test)
     if epochs < 1 or batch_size < 1 or not lr > 0:
         raise DDCSInputError(f"need epochs >= 1, batch_size >= 1, lr > 0 (got {epochs}, {batch_size}, {lr})")
     if not 0 <= balance <= 1:
         raise DDCSInputError(f"balance must be in [0, 1], got {balance}")
-    try:
-        device = torch.device(device)
-    except (RuntimeError, TypeError) as e:
-        raise DDCSInputError(f"bad device {device!r}: {e}") from e
+    device = parse_device(device)
     num_classes = int(max(y_tr.max(), y_te.max())) + 1
     cfg = {"num_classes": num_classes, "input_size": int(x_tr.shape[1]), **(config or {})}
     if cfg["num_classes"] < num_classes:
         raise DDCSInputError(f"config num_classes={cfg['num_classes']} but labels go up to {num_classes - 1}")
 
-    torch.manual_seed(seed)
-    gen = torch.Generator().manual_seed(seed)
-    model = build_classifier(arch, **cfg).to(device)
-    opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay)
-    counts = np.bincount(y_tr, minlength=cfg["num_classes"]).astype(np.float64)
-    sample_w = torch.from_numpy(counts[y_tr] ** -balance)
-    steps_per_epoch = max(1, len(x_tr) // batch_size)
-    total_steps = epochs * steps_per_epoch
+    loop = ClassifierLoop(arch, cfg, x_tr, y_tr, x_te, y_te, epochs=epochs, batch_size=batch_size, lr=lr, seed=seed,
+                          device=device, weight_decay=weight_decay, label_smoothing=label_smoothing, balance=balance,
+                          progress=progress)
     signature = {
-        "arch": arch, "config": model.config, "seed": seed, "batch_size": batch_size, "lr": lr,
+        "arch": arch, "config": loop.model.config, "seed": seed, "batch_size": batch_size, "lr": lr,
         "weight_decay": weight_decay, "label_smoothing": label_smoothing, "balance": balance,
         "data": _fingerprint(x_tr, y_tr),
     }
     state_path = state_path_for(checkpoint_path) if checkpoint_path is not None else None
-    epoch, history, train_seconds = 0, [], 0.0
-    if state_path is not None and resume and state_path.is_file():
-        state = load_training_state(state_path)
-        if state.get("signature") != signature:
-            diff = sorted(k for k in signature if state.get("signature", {}).get(k) != signature[k])
-            raise DDCSInputError(
-                f"training state {state_path} belongs to a different run (differs in {diff}); "
-                f"delete {state_path} to start this training over"
-            )
-        if state.get("epoch", 0) > epochs:
-            raise DDCSInputError(f"training state {state_path} is at epoch {state['epoch']} > epochs={epochs}")
-        try:
-            model.load_state_dict(state["model"])
-            opt.load_state_dict(state["optimizer"])
-            restore_rng(state["rng"], gen, device)
-            epoch, history, train_seconds = state["epoch"], state["history"], state["train_seconds"]
-        except (KeyError, RuntimeError, ValueError) as e:
-            raise DDCSInputError(
-                f"training state {state_path} is incomplete ({e}); delete {state_path} to start this training over"
-            ) from e
-
-    data = torch.from_numpy(x_tr)
-    labels = torch.from_numpy(y_tr)
-    while epoch < epochs:
-        model.train()
-        if balance > 0:
-            order = torch.multinomial(sample_w, len(x_tr), replacement=True, generator=gen)
-        else:
-            order = torch.randperm(len(x_tr), generator=gen)
-        t0, losses = time.perf_counter(), []
-        bar = tqdm(range(steps_per_epoch), desc=f"{arch} epoch {epoch + 1}/{epochs}", disable=not progress, leave=False)
-        for i in bar:
-            step = epoch * steps_per_epoch + i
-            for group in opt.param_groups:
-                group["lr"] = _lr_at(step, total_steps, lr)
-            idx = order[i * batch_size : (i + 1) * batch_size]
-            x = augment_faces(_to_float(data[idx], device), gen)
-            loss = F.cross_entropy(model(x), labels[idx].to(device), label_smoothing=label_smoothing)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            losses.append(loss.item())
-            bar.set_postfix(loss=f"{losses[-1]:.3f}")
-        train_seconds += time.perf_counter() - t0
-        epoch += 1
-        acc = evaluate_classifier(model, x_te, y_te, device)
-        history.append({"epoch": epoch, "loss": float(np.mean(losses)), "lr": opt.param_groups[0]["lr"], **acc})
-        if progress:
-            tqdm.write(f"{arch} epoch {epoch}/{epochs}: loss {history[-1]['loss']:.4f} top1 {acc['top1']:.3f}")
-        if state_path is not None:
-            save_training_state(state_path, {
-                "signature": signature, "epoch": epoch, "model": model.state_dict(),
-                "optimizer": opt.state_dict(), "rng": capture_rng(gen, device), "history": history,
-                "train_seconds": train_seconds,
-            })
-
+    trainer = Trainer(epochs, signature, state_path, desc=arch, unit="epoch", progress=progress, resume=resume,
+                      bar_leave=False)
+    result = trainer.fit(loop)
+    model, epoch = loop.model, result.steps
     acc = evaluate_classifier(model, x_te, y_te, device)
-    seen = epoch * steps_per_epoch * min(batch_size, len(x_tr))
+    seen = epoch * loop.steps_per_epoch * min(batch_size, len(x_tr))
     metrics = {
         "arch": arch, "config": model.config, "epochs": epoch, "num_params": sum(p.numel() for p in model.parameters()),
         "test_top1": acc["top1"], "test_top5": acc["top5"], "test_top1_balanced": acc["top1_balanced"],
-        "train_images_per_s": seen / train_seconds if train_seconds > 0 else None, "train_seconds": train_seconds,
-        "history": history, "seed": seed, "n_train": len(x_tr), "n_test": len(x_te),
+        "train_images_per_s": seen / result.seconds if result.seconds > 0 else None, "train_seconds": result.seconds,
+        "history": loop.history, "seed": seed, "n_train": len(x_tr), "n_test": len(x_te),
     }
     if checkpoint_path is not None:
         metrics["sha256"] = save_model(checkpoint_path, model, arch, model.config, meta=metrics, half=half)
         metrics["checkpoint"] = str(checkpoint_path)
     return metrics
+
+
+class ClassifierLoop:
+    """train_classifier's step for the Trainer: one epoch of tempered class-balanced batches."""
+
+    def __init__(self, arch: str, cfg: dict, x_tr: np.ndarray, y_tr: np.ndarray, x_te: np.ndarray, y_te: np.ndarray, *,
+                 epochs: int, batch_size: int, lr: float, seed: int, device: torch.device, weight_decay: float,
+                 label_smoothing: float, balance: float, progress: bool) -> None:
+        torch.manual_seed(seed)
+        self.gen = torch.Generator().manual_seed(seed)
+        self.device, self.arch, self.epochs, self.batch_size, self.lr = device, arch, epochs, batch_size, lr
+        self.label_smoothing, self.balance, self.progress = label_smoothing, balance, progress
+        self.model = build_classifier(arch, **cfg).to(device)
+        self.opt = torch.optim.AdamW(self.model.parameters(), lr=lr, weight_decay=weight_decay)
+        counts = np.bincount(y_tr, minlength=cfg["num_classes"]).astype(np.float64)
+        self.sample_w = torch.from_numpy(counts[y_tr] ** -balance)
+        self.steps_per_epoch = max(1, len(x_tr) // batch_size)
+        self.total_steps = epochs * self.steps_per_epoch
+        self.data, self.labels = torch.from_numpy(x_tr), torch.from_numpy(y_tr)
+        self.x_te, self.y_te = x_te, y_te
+        self.history: list[dict] = []
+        self.losses: list[float] = []
+
+    def state(self) -> dict:
+        return {"model": self.model.state_dict(), "optimizer": self.opt.state_dict(), "history": self.history}
+
+    def load(self, state: dict) -> None:
+        self.model.load_state_dict(state["model"])
+        self.opt.load_state_dict(state["optimizer"])
+        self.history = state["history"]
+
+    def begin(self, step: int, resumed: bool) -> None:
+        pass
+
+    def step(self, epoch: int) -> dict[str, float]:
+        model, opt, gen, n = self.model, self.opt, self.gen, len(self.data)
+        model.train()
+        if self.balance > 0:
+            order = torch.multinomial(self.sample_w, n, replacement=True, generator=gen)
+        else:
+            order = torch.randperm(n, generator=gen)
+        self.losses = []
+        bar = tqdm(range(self.steps_per_epoch), desc=f"{self.arch} epoch {epoch + 1}/{self.epochs}",
+                   disable=not self.progress, leave=False)
+        for i in bar:
+            step = epoch * self.steps_per_epoch + i
+            for group in opt.param_groups:
+                group["lr"] = _lr_at(step, self.total_steps, self.lr)
+            idx = order[i * self.batch_size : (i + 1) * self.batch_size]
+            x = augment_faces(_to_float(self.data[idx], self.device), gen)
+            loss = F.cross_entropy(model(x), self.labels[idx].to(self.device), label_smoothing=self.label_smoothing)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            self.losses.append(loss.item())
+            bar.set_postfix(loss=f"{self.losses[-1]:.3f}")
+        return {"loss": float(np.mean(self.losses))}
+
+    def after(self, epoch: int) -> None:
+        acc = evaluate_classifier(self.model, self.x_te, self.y_te, self.device)
+        self.history.append({"epoch": epoch, "loss": float(np.mean(self.losses)), "lr": self.opt.param_groups[0]["lr"],
+                             **acc})
+        if self.progress:
+            tqdm.write(f"{self.arch} epoch {epoch}/{self.epochs}: loss {self.history[-1]['loss']:.4f} top1 {acc['top1']:.3f}")

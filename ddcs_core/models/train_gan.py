@@ -13,24 +13,16 @@ from __future__ import annotations
 import copy
 import hashlib
 import io
-import time
 from pathlib import Path
 from typing import Callable
 
 import numpy as np
 import torch
 from PIL import Image
-from tqdm import tqdm
 
 from ddcs_core import atomic
 from ddcs_core.errors import DDCSInputError
-from ddcs_core.models.checkpoints import (
-    capture_rng,
-    load_training_state,
-    restore_rng,
-    save_model,
-    save_training_state,
-)
+from ddcs_core.models.checkpoints import save_model
 from ddcs_core.models.gan_losses import (
     d_logistic_loss,
     diff_augment,
@@ -200,20 +192,76 @@ def gan_step(
 
 
 def load_gan_state(state: dict, G: Generator, D: Discriminator, G_ema: Generator, opt_g: torch.optim.Optimizer,
-                   opt_d: torch.optim.Optimizer, gen: torch.Generator, device: torch.device) -> None:
-    """Weights, optimiser moments and RNG of a saved GAN training state, in place (KeyError if incomplete)."""
+                   opt_d: torch.optim.Optimizer) -> None:
+    """Weights and optimiser moments of a saved GAN training state, in place (KeyError if incomplete);
+    the Trainer restores the RNG."""
     G.load_state_dict(state["G"])
     D.load_state_dict(state["D"])
     G_ema.load_state_dict(state["G_ema"])
     opt_g.load_state_dict(state["opt_g"])
     opt_d.load_state_dict(state["opt_d"])
-    restore_rng(state["rng"], gen, device)
 
 
 def ema_update(G_ema: Generator, G: Generator, cfg: dict, step: int, batch_size: int) -> None:
     """EMA of G after `step` steps, with StyleGAN2's ramp-up of the half-life."""
     ema_nimg = min(cfg["ema_kimg"] * 1000, step * batch_size * cfg["ema_rampup"])
     _update_ema(G_ema, G, 0.5 ** (batch_size / max(ema_nimg, 1e-8)))
+
+
+class GANLoop:
+    """train_gan's step for the Trainer: one D and one G update, the EMA, sample grids."""
+
+    def __init__(self, images: np.ndarray, cfg: dict, batch_size: int, seed: int, device: torch.device,
+                 out_dir: Path, sample_every: int, steps: int) -> None:
+        res = images.shape[1]
+        torch.manual_seed(seed)
+        self.gen = torch.Generator().manual_seed(seed)
+        self.device, self.cfg, self.batch_size = device, cfg, batch_size
+        self.out_dir, self.sample_every, self.steps = out_dir, sample_every, steps
+        try:
+            self.G = Generator(img_resolution=res, **cfg["G"]).to(device)
+            self.D = Discriminator(img_resolution=res, **cfg["D"]).to(device)
+        except (TypeError, ValueError) as e:
+            raise DDCSInputError(f"bad G/D config: {e}") from e
+        self.G_ema = copy.deepcopy(self.G).eval().requires_grad_(False)
+        self.opt_g, self.opt_d = make_optimizers(self.G, self.D, cfg)
+        self.log: dict[str, list[float]] = {"loss_g": [], "loss_d": [], "r1": []}
+        self.data = torch.from_numpy(images).to(device)
+        self.fixed_z = torch.randn(cfg["grid"] ** 2, self.G.z_dim,
+                                   generator=torch.Generator().manual_seed(seed + 1)).to(device)
+        self.grid_path: Path | None = None
+
+    def state(self) -> dict:
+        return {"G": self.G.state_dict(), "D": self.D.state_dict(), "G_ema": self.G_ema.state_dict(),
+                "opt_g": self.opt_g.state_dict(), "opt_d": self.opt_d.state_dict(),
+                "log": {k: torch.tensor(v, dtype=torch.float32) for k, v in self.log.items()}}
+
+    def load(self, state: dict) -> None:
+        load_gan_state(state, self.G, self.D, self.G_ema, self.opt_g, self.opt_d)
+        self.log = {k: v.tolist() for k, v in state["log"].items()}
+
+    def begin(self, step: int, resumed: bool) -> None:
+        pass
+
+    def step(self, step: int) -> dict[str, float]:
+        cfg = self.cfg
+        losses = gan_step(self.G, self.D, self.opt_g, self.opt_d,
+                          lambda: real_batch(self.data, self.batch_size, self.gen, cfg["xflip"]),
+                          cfg, step, self.batch_size, self.gen)
+        ema_update(self.G_ema, self.G, cfg, step + 1, self.batch_size)
+        for key in self.log:
+            self.log[key].append(losses[key])
+        return {"g": losses["loss_g"], "d": losses["loss_d"]}
+
+    def after(self, step: int) -> None:
+        if step % self.sample_every == 0 or step == self.steps:
+            self.sample(step)
+
+    def sample(self, step: int) -> None:
+        with torch.no_grad():
+            imgs = torch.cat([self.G_ema(z, noise_mode="const") for z in self.fixed_z.split(16)])
+        self.grid_path = self.out_dir / SAMPLES_DIR / f"step-{step:07d}.png"
+        save_grid(self.grid_path, imgs, self.cfg["grid"])
 
 
 def train_gan(
@@ -237,91 +285,24 @@ def train_gan(
     and the final `G.safetensors`, `G_ema.safetensors`, `D.safetensors`. With `resume`, a state in
     `out_dir` from the same images, config, seed and batch size is continued.
     """
+    from ddcs_core.training import Trainer, parse_device
+
     images = _check_images(public_images)
     cfg = gan_config(config)
     parse_policy(cfg["diffaugment"])
     if steps < 1 or batch_size < 1 or sample_every < 1 or ckpt_every < 1:
         raise DDCSInputError("steps, batch_size, sample_every and ckpt_every must be >= 1")
-    try:
-        device = torch.device(device)
-    except (RuntimeError, TypeError) as e:
-        raise DDCSInputError(f"bad device {device!r}: {e}") from e
+    device = parse_device(device)
     out_dir = Path(out_dir)
-    res = images.shape[1]
-
-    torch.manual_seed(seed)
-    gen = torch.Generator().manual_seed(seed)
-    try:
-        G = Generator(img_resolution=res, **cfg["G"]).to(device)
-        D = Discriminator(img_resolution=res, **cfg["D"]).to(device)
-    except (TypeError, ValueError) as e:
-        raise DDCSInputError(f"bad G/D config: {e}") from e
-    G_ema = copy.deepcopy(G).eval().requires_grad_(False)
-    opt_g, opt_d = make_optimizers(G, D, cfg)
-
+    loop = GANLoop(images, cfg, batch_size, seed, device, out_dir, sample_every, steps)
     signature = {"config": cfg, "seed": seed, "batch_size": batch_size, "data": _fingerprint(images)}
     state_path = out_dir / STATE_NAME
-    step, log, train_seconds = 0, {"loss_g": [], "loss_d": [], "r1": []}, 0.0
-    if resume and state_path.is_file():
-        state = load_training_state(state_path)
-        if state.get("signature") != signature:
-            diff = sorted(k for k in signature if state.get("signature", {}).get(k) != signature[k])
-            raise DDCSInputError(
-                f"training state {state_path} belongs to a different run (differs in {diff}); "
-                f"delete {state_path} to start this training over"
-            )
-        if state.get("step", 0) > steps:
-            raise DDCSInputError(f"training state {state_path} is at step {state['step']} > steps={steps}")
-        try:
-            load_gan_state(state, G, D, G_ema, opt_g, opt_d, gen, device)
-            step, train_seconds = state["step"], state["train_seconds"]
-            log = {k: v.tolist() for k, v in state["log"].items()}
-        except (KeyError, RuntimeError, ValueError) as e:
-            raise DDCSInputError(
-                f"training state {state_path} is incomplete ({e}); delete {state_path} to start this training over"
-            ) from e
-
-    data = torch.from_numpy(images).to(device)
-    fixed_z = torch.randn(cfg["grid"] ** 2, G.z_dim, generator=torch.Generator().manual_seed(seed + 1)).to(device)
-
-    def reals() -> torch.Tensor:
-        return real_batch(data, batch_size, gen, cfg["xflip"])
-
-    def save_state() -> None:
-        save_training_state(state_path, {
-            "signature": signature, "step": step, "G": G.state_dict(), "D": D.state_dict(),
-            "G_ema": G_ema.state_dict(), "opt_g": opt_g.state_dict(), "opt_d": opt_d.state_dict(),
-            "rng": capture_rng(gen, device), "train_seconds": train_seconds,
-            "log": {k: torch.tensor(v, dtype=torch.float32) for k, v in log.items()},
-        })
-
-    def sample() -> Path:
-        with torch.no_grad():
-            imgs = torch.cat([G_ema(z, noise_mode="const") for z in fixed_z.split(16)])
-        path = out_dir / SAMPLES_DIR / f"step-{step:07d}.png"
-        save_grid(path, imgs, cfg["grid"])
-        return path
-
-    bar = tqdm(total=steps, initial=step, desc="GAN", disable=not progress)
-    grid_path = None
-    while step < steps:
-        t0 = time.perf_counter()
-        losses = gan_step(G, D, opt_g, opt_d, reals, cfg, step, batch_size, gen)
-        step += 1
-        ema_update(G_ema, G, cfg, step, batch_size)
-        train_seconds += time.perf_counter() - t0
-        for key in log:
-            log[key].append(losses[key])
-        bar.update(1)
-        bar.set_postfix(g=f"{log['loss_g'][-1]:.3f}", d=f"{log['loss_d'][-1]:.3f}")
-        if step % sample_every == 0 or step == steps:
-            grid_path = sample()
-        if step % ckpt_every == 0 or step == steps:
-            save_state()
-    bar.close()
-
-    if grid_path is None:
-        grid_path = sample()
+    trainer = Trainer(steps, signature, state_path, ckpt_every=ckpt_every, desc="GAN", progress=progress,
+                      resume=resume, restart_hint="delete it (or use another output folder) to start this training over")
+    result = trainer.fit(loop)
+    step, log, G, D, G_ema = result.steps, loop.log, loop.G, loop.D, loop.G_ema
+    if loop.grid_path is None:
+        loop.sample(step)
     shas = {
         name: save_model(out_dir / f"{name}.safetensors", model, arch, model.config, meta={"step": step, "seed": seed})
         for name, model, arch in (("G", G, "stylegan2-g"), ("G_ema", G_ema, "stylegan2-g"), ("D", D, "stylegan2-d"))
@@ -332,15 +313,14 @@ def train_gan(
         "step": step,
         "steps": steps,
         "out_dir": str(out_dir),
-        "grid": str(grid_path),
+        "grid": str(loop.grid_path),
         "state": str(state_path),
         "checkpoints": {name: str(out_dir / f"{name}.safetensors") for name in shas},
         "sha256": shas,
         "loss_g": float(np.mean(log["loss_g"][tail])) if log["loss_g"] else None,
         "loss_d": float(np.mean(log["loss_d"][tail])) if log["loss_d"] else None,
         "r1": float(np.mean(r1_tail)) if r1_tail else None,
-        "sec_per_step": train_seconds / step if step else None,
-        "train_seconds": train_seconds,  # the training loop's, summed over resumes
+        **result.summary(),  # train_seconds: the training loop's, summed over resumes
         "num_params": {"G": sum(p.numel() for p in G.parameters()), "D": sum(p.numel() for p in D.parameters())},
         "config": cfg,
     }
