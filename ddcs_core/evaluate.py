@@ -76,6 +76,8 @@ class Evaluation:
     assigned: np.ndarray
     assigned_dist: np.ndarray
     notes: list[str] = field(default_factory=list)
+    closest: np.ndarray | None = None  # per target: its group's nearest reconstruction, assigned or not (-1: none)
+    closest_dist: np.ndarray | None = None
 
 
 def align_classes(targets: ImageSet, recon: ImageSet, skip_unknown: bool) -> tuple[ImageSet, np.ndarray, list[str]]:
@@ -170,7 +172,8 @@ def evaluate_sets(targets: ImageSet, recon: ImageSet, config: EvalConfig, progre
         "timing_s": {"lpips_search": round(t_lpips, 3), "total": round(time.perf_counter() - t0, 3)},
         "notes": notes,
     }
-    return Evaluation(report, result, targets, recon, near.index, near.distance, notes)
+    return Evaluation(report, result, targets, recon, near.index, near.distance, notes, near.key_index,
+                      near.key_distance)
 
 
 def _features(config: EvalConfig, metric: PerceptualDistance, targets: ImageSet, recon: ImageSet,
@@ -268,9 +271,11 @@ def write_evaluation(out_dir: str | Path, ev: Evaluation) -> Path:
     for row in rows:
         writer.writerow({k: (f"{v:.8g}" if isinstance(v, float) else v) for k, v in row.items()})
     res = ev.result
+    closest = {} if ev.closest is None else {"closest": ev.closest, "closest_dist": ev.closest_dist}
     atomic.write_npz(out / "evaluation.npz", d_tar=res.d_tar, nearest=res.nearest, contribution=res.contribution,
                      matched=res.matched, exact_copy=res.exact_copy, n_assigned=res.n_assigned,
-                     target_labels=ev.targets.labels, recon_assigned=ev.assigned, recon_dist=ev.assigned_dist)
+                     target_labels=ev.targets.labels, recon_assigned=ev.assigned, recon_dist=ev.assigned_dist,
+                     **closest)
     atomic.write_text(out / "targets.csv", buf.getvalue())
     atomic.write_json(out / "report.json", ev.report)
     return out
