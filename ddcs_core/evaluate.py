@@ -259,24 +259,29 @@ def targets_table(ev: Evaluation) -> list[dict]:
     return rows
 
 
-def write_evaluation(out_dir: str | Path, ev: Evaluation) -> Path:
-    """report.json, targets.csv and evaluation.npz, each written atomically."""
-    out = Path(out_dir)
-    if out.exists() and not out.is_dir():
-        raise DDCSInputError(f"--out {out}: exists and is not a folder")
+def targets_csv(ev: Evaluation) -> str:
+    """targets.csv: `targets_table` as CSV, floats to 8 significant digits."""
     rows = targets_table(ev)
     buf = io.StringIO()
     writer = csv.DictWriter(buf, fieldnames=list(rows[0]))
     writer.writeheader()
     for row in rows:
         writer.writerow({k: (f"{v:.8g}" if isinstance(v, float) else v) for k, v in row.items()})
+    return buf.getvalue()
+
+
+def write_evaluation(out_dir: str | Path, ev: Evaluation) -> Path:
+    """report.json, targets.csv and evaluation.npz, each written atomically."""
+    out = Path(out_dir)
+    if out.exists() and not out.is_dir():
+        raise DDCSInputError(f"--out {out}: exists and is not a folder")
     res = ev.result
     closest = {} if ev.closest is None else {"closest": ev.closest, "closest_dist": ev.closest_dist}
     atomic.write_npz(out / "evaluation.npz", d_tar=res.d_tar, nearest=res.nearest, contribution=res.contribution,
                      matched=res.matched, exact_copy=res.exact_copy, n_assigned=res.n_assigned,
                      target_labels=ev.targets.labels, recon_assigned=ev.assigned, recon_dist=ev.assigned_dist,
                      **closest)
-    atomic.write_text(out / "targets.csv", buf.getvalue())
+    atomic.write_text(out / "targets.csv", targets_csv(ev))
     atomic.write_json(out / "report.json", ev.report)
     return out
 
