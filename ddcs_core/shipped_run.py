@@ -38,7 +38,6 @@ import ddcs_core
 from ddcs_core import atomic
 from ddcs_core.data.images import ImageSet
 from ddcs_core.errors import DDCSInputError
-from ddcs_core.models.checkpoints import sha256_file
 from ddcs_core.pool_names import VANILLA_POOL
 from ddcs_core.runs import Run, RunStore
 
@@ -135,6 +134,7 @@ def export_run(run_path: str | Path, out: str | Path = SHIPPED_RUN, made_with: s
                log=print) -> dict:
     """Write the compact form of a finished demo run to `out` (replacing it whole); returns the manifest."""
     from ddcs_core.experiment import run_finished
+    from ddcs_core.models.checkpoints import sha256_file
 
     run = Run(run_path)
     if not run.exists():
@@ -210,6 +210,8 @@ def _copy(src: Path, dst: Path) -> None:
 def verify(folder: str | Path = SHIPPED_RUN) -> dict:
     """The manifest, after checking every shipped file: listed, present, same size and sha256, and no
     file the manifest does not list."""
+    from ddcs_core.models.checkpoints import sha256_file  # loads torch: only once a shipped run is used
+
     folder = Path(folder)
     path = folder / MANIFEST
     if not path.is_file():
@@ -339,6 +341,16 @@ def _refresh_map_fingerprints(run: Run, fingerprint) -> None:
     arrays["fingerprints"] = np.array([fingerprint(run.pool_dir(str(p)) / "recon.npz") for p in arrays["pools"]],
                                       dtype=str)
     run.write_map(**arrays)
+
+
+def step_times(folder: str | Path | None = SHIPPED_RUN) -> dict[str, float]:
+    """Seconds per step of the shipped run (the status line's reference for ETAs); {} without one."""
+    path = Path(folder) / "steps.json" if folder else None
+    try:
+        steps = json.loads(path.read_text()) if path and path.is_file() else {}
+        return {name: float(s["seconds"]) for name, s in steps.items() if s.get("done") and "seconds" in s}
+    except (OSError, ValueError, TypeError, KeyError):
+        return {}
 
 
 def precomputed(run: Run) -> dict | None:
