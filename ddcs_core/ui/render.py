@@ -101,8 +101,8 @@ def status_line(line: JobLine | None) -> str:
         return ""
     step = f" · step {line.step}/{line.steps} {escape(line.step_name)}" if line.step else ""
     left = duration(line.eta_s)
-    return (f'<div class="ddcs-status" role="status"><b>{escape(line.kind)}</b> running{step} · {line.percent} %'
-            f'<div class="ddcs-bar"><div style="width:{line.percent}%"></div></div>'
+    return (f'<div class="ddcs-status" role="status"><span><b>{escape(line.kind)}</b> running{step} · '
+            f'{line.percent} %</span><div class="ddcs-bar"><div style="width:{line.percent}%"></div></div>'
             f'<span class="ddcs-muted">{escape(left + " left") if left else "estimating the time left"}</span></div>')
 
 
