@@ -178,6 +178,7 @@ def test_attack_runs_from_the_app_and_the_demo_run(world, tmp_path, monkeypatch)
     base.write_text(yaml.safe_dump(CONFIG))
     monkeypatch.setattr(experiment, "DEMO_CONFIG", base)
     ex = Explorer(tmp_path / "runs", "cpu")
+    ex.shipped_demo = None  # the live path (the shipped run: tests/test_shipped_run.py)
     settings = {"modes": ["ngd"], "steps": 1, "lam": 0.1, "projection": "damped", "k": 2, "mu": 0.05,
                 "final_per_class": 1, "classes": 2, "seed": 3}
     run = ex.new_attack_run("mine", settings)

@@ -115,3 +115,34 @@ def test_png_packing_is_lossless(tmp_path):
     assert np.array_equal(shipped_run.unpack_png(path, 37, (8, 6), columns=5), images)
     with pytest.raises(DDCSInputError, match="grid"):
         shipped_run.unpack_png(path, 37, (8, 8), columns=5)
+
+
+def test_the_app_opens_onto_the_shipped_run(world, shipped, tmp_path, monkeypatch, caplog):  # noqa: F811
+    from ddcs_core import experiment
+    from ddcs_core.ui.views import Explorer
+
+    monkeypatch.setattr(shipped_run, "shipped_targets", lambda config, manifest, data_root, progress: world.targets)
+    ex = Explorer(tmp_path / "runs", "cpu")
+    ex.shipped_demo = shipped
+    run = ex.ensure_demo_run(progress=False)
+    assert run_finished(run) and ex.job_status("demo") is None  # nothing left to attack
+    assert "Precomputed results" in ex.run_line("demo") and shipped_run.ATTACK_COMMAND in ex.run_line("demo")
+    assert ex.reference_times()["table"] >= 0  # the shipped steps time the ETAs of a live re-run
+    assert ex.ensure_demo_run(progress=False).path == run.path  # the second start keeps it
+
+    made = []
+
+    def live(root, name, settings=None, base_config=None, device="auto", progress=False):
+        made.append(name)
+        run = RunStore(root).create(name, {"kind": "experiment"}, world.targets)
+        (run.path / "steps.json").write_text(json.dumps({"table": {"done": True}}))
+        return run
+
+    monkeypatch.setattr(experiment, "create_attack_run", live)
+    (shipped / "stray.txt").write_text("x")
+    other = Explorer(tmp_path / "other", "cpu")
+    other.shipped_demo = shipped
+    with caplog.at_level("WARNING"):
+        assert other.ensure_demo_run(progress=False).name == "demo"
+    assert made == ["demo"] and "refused" in caplog.text and "stray.txt" in caplog.text
+    assert shipped_run.precomputed(other.store.run("demo")) is None
