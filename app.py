@@ -1,7 +1,8 @@
 """DDCS Explorer: `python app.py --runs DIR` serves the app over a run store (http://127.0.0.1:7860).
 
-`--demo` also makes sure the store holds the demo attack run: created on first start from the shipped
-world and attacked in the background (its pools appear as they finish), resumed if it was interrupted.
+`--demo` also makes sure the store holds the demo attack run: on first start the shipped, precomputed run
+(checkpoints/demo-run, sha256-verified) is installed; without it, the run is created on the shipped world
+and attacked in the background (its pools appear as they finish), resumed if it was interrupted.
 """
 
 from __future__ import annotations
@@ -21,7 +22,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--auth", metavar="USER:PASSWORD", help="require this login")
     p.add_argument("--device", default="auto", help="device for jobs started from the app: auto, cpu, cuda, cuda:1 ...")
     p.add_argument("--demo", action="store_true",
-                   help="create (first start) or finish the demo attack run on the shipped world in the background")
+                   help="open onto the demo attack run: the shipped, precomputed one on first start (else it is "
+                        "attacked in the background)")
     return p.parse_args(argv)
 
 
