@@ -44,15 +44,15 @@ def card(c: Card) -> str:
     if c.closest is not None:
         recon = (f'<img class="ddcs-dim" src="{c.closest.src}" alt="nearest reconstruction of the class" '
                  f'title="{escape(_closest_title(c.closest))}" loading="lazy">')
-        line = f"assigned to #{c.closest.assigned_rank}, d = {fmt.num(c.closest.d, 3)}"
+        line, wrap = f"assigned to #{c.closest.assigned_rank}, d = {fmt.num(c.closest.d, 3)}", " ddcs-wrap"
     else:
         recon = _img(c.recon_src, f"nearest reconstruction of target {c.target}")
-        line = f"{status} · d<sub>tar</sub> {fmt.num(c.d_tar, 3)}"
+        line, wrap = f"{status} · d<sub>tar</sub> {fmt.num(c.d_tar, 3)}", ""
     return (
         f'<button class="ddcs-card {state}" data-idx="{c.target}" title="open target {c.target}">'
         f'<div class="ddcs-pair">{_img(c.target_src, f"target {c.target}")}{recon}</div>'
         f'<div class="ddcs-cap"><span class="ddcs-rank">#{c.rank}</span> <span class="ddcs-label">{escape(c.label)}</span></div>'
-        f'<div class="ddcs-cap ddcs-small"><span class="ddcs-dot"></span>{line}</div>'
+        f'<div class="ddcs-cap ddcs-small{wrap}"><span class="ddcs-dot"></span>{line}</div>'
         f'</button>')
 
 
