@@ -206,3 +206,7 @@ def test_attack_runs_from_the_app_and_the_demo_run(world, tmp_path, monkeypatch)
     first = ex.job_status("demo").id
     ex.ensure_demo_run(progress=False)  # finished: left alone
     assert ex.job_status("demo").id == first
+    live = ex.rerun_demo()  # the Run view's "Re-run the demo attack": a new run, attacked live
+    assert live.name.startswith("demo-live-") and ex.job_status(live.name).kind == "attack"
+    assert live.config["experiment"]["inversion"] == demo.config["experiment"]["inversion"]
+    assert ex.cancel_job(live.name) and ex.runner.wait(live, 120).state == "cancelled"
