@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 export DDCS_DATA ?= $(abspath ../shared/datasets)
 
-.PHONY: setup test run bench bench-app claims screenshots chromium clean
+.PHONY: setup test run bench bench-app claims screenshots chromium clean ship-run
 
 setup: $(STAMP)
 
@@ -32,6 +32,11 @@ run: $(STAMP)
 # Every run behind the README's attack tables (runs/demo and runs-sweep/), then the tables.
 claims: $(STAMP)
 	PY=$(PY) bash benchmarks/claims.sh
+
+# The shipped demo run (checkpoints/demo-run) from a fresh demo attack (resumable), or FROM=a finished run.
+ship-run: $(STAMP)
+	$(PY) -m ddcs_core demo ship-run $(if $(FROM),--from $(FROM))
+	$(PY) -m ddcs_core demo check --run
 
 bench-app: $(STAMP)
 	$(PY) benchmarks/bench_app.py --browser

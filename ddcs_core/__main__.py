@@ -113,9 +113,21 @@ def _add_demo(sub) -> None:
     b.add_argument("--data-root", help="folder holding lfw-deepfunneled/ (default: $DDCS_DATA or ./data)")
     b.add_argument("--only", help="comma-separated steps to run (victim,evaluator,gan), e.g. to train them in "
                                   "parallel processes; export happens once all are done")
-    c = dsub.add_parser("check", help="verify the shipped world against the data and print its figures")
-    c.add_argument("--folder", help="world folder (default checkpoints/demo)")
+    c = dsub.add_parser("check", help="verify the shipped world against the data and print its figures; with "
+                                      "--run, re-evaluate one pool of the shipped demo run instead")
+    c.add_argument("--folder", help="world folder (default checkpoints/demo), or with --run the shipped run's "
+                                    "folder (default checkpoints/demo-run)")
     c.add_argument("--data-root")
+    c.add_argument("--run", action="store_true", help="check the shipped demo run: sha256 of every file, the targets "
+                                                      "rebuilt from LFW, and one pool re-evaluated against its numbers")
+    c.add_argument("--pool", default="vanilla", help="with --run: the pool to re-evaluate (default vanilla)")
+    c.add_argument("--device", default="auto")
+    s = dsub.add_parser("ship-run", help="make the shipped demo run (checkpoints/demo-run): attack with "
+                                         "assets/configs/demo.yaml (resumable), then store the finished run compactly")
+    s.add_argument("--from", dest="source", help="a finished demo run folder to ship instead of attacking again")
+    s.add_argument("--runs", help="run store for the fresh attack (default: work/demo/ship-runs)")
+    s.add_argument("--out", help="where to write it (default checkpoints/demo-run)")
+    s.add_argument("--device", default="auto")
 
 
 def _run_demo(args) -> int:
@@ -123,10 +135,19 @@ def _run_demo(args) -> int:
 
     from ddcs_core import pipeline
 
+    if args.what == "check" and args.run:
+        from ddcs_core import shipped_run
+
+        result = shipped_run.check(Path(args.folder) if args.folder else shipped_run.SHIPPED_RUN, args.pool,
+                                   args.data_root, args.device, progress=True)
+        print(json.dumps(result, indent=2))
+        return 0 if result["ok"] else 1
     if args.what == "check":
         result = pipeline.check(Path(args.folder) if args.folder else pipeline.SHIPPED, args.data_root)
         print(json.dumps(result, indent=2))
         return 0 if result["ok"] else 1
+    if args.what == "ship-run":
+        return _ship_run(args)
     out = Path(args.out) if args.out else pipeline.SHIPPED
     if not args.from_scratch:
         world = pipeline.load_world(out)
@@ -143,6 +164,24 @@ def _run_demo(args) -> int:
         return 0
     figures = pipeline.export(result, out)
     print(json.dumps({"out": str(out), "build_seconds": round(time.perf_counter() - t, 1)} | figures, indent=2))
+    return 0
+
+
+def _ship_run(args) -> int:
+    from pathlib import Path
+
+    from ddcs_core import pipeline, shipped_run
+    from ddcs_core.experiment import DEMO_CONFIG, DEMO_RUN, run_experiment
+
+    t = time.perf_counter()
+    if args.source:
+        source = Path(args.source)
+    else:
+        runs = Path(args.runs) if args.runs else pipeline.work_dir() / "ship-runs"
+        source = run_experiment(DEMO_CONFIG, runs, DEMO_RUN, args.device).path
+    manifest = shipped_run.export_run(source, Path(args.out) if args.out else shipped_run.SHIPPED_RUN)
+    print(json.dumps({"from": str(source), "bytes": manifest["total_bytes"], "files": len(manifest["files"]) + 1,
+                      "made": manifest["made"], "seconds": round(time.perf_counter() - t, 1)}, indent=2))
     return 0
 
 

@@ -145,6 +145,8 @@ class Evaluation:
     assigned: np.ndarray
     assigned_dist: np.ndarray
     notes: list[str] = field(default_factory=list)
+    closest: np.ndarray | None = None  # per target: its group's nearest reconstruction, assigned or not (-1: none)
+    closest_dist: np.ndarray | None = None
 
 
 def align_classes(targets: ImageSet, recon: ImageSet, skip_unknown: bool) -> tuple[ImageSet, np.ndarray, list[str]]:
@@ -268,7 +270,8 @@ def evaluate_sets(targets: ImageSet, recon: ImageSet, config: EvalConfig, progre
         "notes": notes,
         "warnings": warnings,
     }
-    return Evaluation(report, result, targets, recon, near.index, near.distance, notes)
+    return Evaluation(report, result, targets, recon, near.index, near.distance, notes, near.key_index,
+                      near.key_distance)
 
 
 def _features(config: EvalConfig, metric: PerceptualDistance, targets: ImageSet, recon: ImageSet,
@@ -388,23 +391,29 @@ def targets_table(ev: Evaluation) -> list[dict]:
     return rows
 
 
-def write_evaluation(out_dir: str | Path, ev: Evaluation) -> Path:
-    """report.json, targets.csv and evaluation.npz as one set: readers see all old or all new files."""
-    out = Path(out_dir)
-    if out.exists() and not out.is_dir():
-        raise DDCSInputError(f"--out {out}: exists and is not a folder")
+def targets_csv(ev: Evaluation) -> str:
+    """targets.csv: `targets_table` as CSV, floats to 8 significant digits."""
     rows = targets_table(ev)
     buf = io.StringIO()
     writer = csv.DictWriter(buf, fieldnames=list(rows[0]))
     writer.writeheader()
     for row in rows:
         writer.writerow({k: (f"{v:.8g}" if isinstance(v, float) else v) for k, v in row.items()})
-    csv_bytes = buf.getvalue().encode("utf-8")
+    return buf.getvalue()
+
+
+def write_evaluation(out_dir: str | Path, ev: Evaluation) -> Path:
+    """report.json, targets.csv and evaluation.npz as one set: readers see all old or all new files."""
+    out = Path(out_dir)
+    if out.exists() and not out.is_dir():
+        raise DDCSInputError(f"--out {out}: exists and is not a folder")
+    csv_bytes = targets_csv(ev).encode("utf-8")
     report_bytes = (json.dumps(ev.report, indent=2, allow_nan=False) + "\n").encode("utf-8")
     res = ev.result
+    closest = {} if ev.closest is None else {"closest": ev.closest, "closest_dist": ev.closest_dist}
     arrays = dict(d_tar=res.d_tar, nearest=res.nearest, contribution=res.contribution, matched=res.matched,
                   exact_copy=res.exact_copy, n_assigned=res.n_assigned, target_labels=ev.targets.labels,
-                  recon_assigned=ev.assigned, recon_dist=ev.assigned_dist)
+                  recon_assigned=ev.assigned, recon_dist=ev.assigned_dist, **closest)
 
     def save_npz(path: Path) -> None:
         with open(path, "wb") as f:

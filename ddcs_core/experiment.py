@@ -207,6 +207,16 @@ class Experiment:
         atomic.write_text(self.run.path / "reproduction.md", to_markdown(rows))
 
 
+def step_names(config: dict) -> list[str]:
+    """The experiment's steps in the order `Experiment.run_all` runs them, from the config alone (the
+    app's status line counts and times them without loading a world)."""
+    names = [f"fid-{PRETRAINED}", f"invert-{PRETRAINED}", f"evaluate-{VANILLA_POOL}"]
+    for m in config["transfer"]["modes"]:
+        names += [f"transfer-{m}", f"fid-{m}", f"invert-{m}", f"evaluate-{pool_name(m)}", f"dual-{m}",
+                  f"evaluate-dual-{m}"]
+    return names + ["map", "table"]
+
+
 def steps_record(run: Run) -> dict:
     """`<run>/steps.json`: each finished step with its time and device ({} before the first)."""
     return Ledger(run.path / STEPS_FILE).read()

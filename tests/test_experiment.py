@@ -179,6 +179,7 @@ def test_attack_runs_from_the_app_and_the_demo_run(world, tmp_path, monkeypatch)
     base.write_text(yaml.safe_dump(CONFIG))
     monkeypatch.setattr(experiment, "DEMO_CONFIG", base)
     ex = Explorer(tmp_path / "runs", "cpu")
+    ex.shipped_demo = None  # the live path (the shipped run: tests/test_shipped_run.py)
     settings = {"modes": ["ngd"], "steps": 1, "lam": 0.1, "projection": "damped", "k": 2, "mu": 0.05,
                 "final_per_class": 1, "classes": 2, "seed": 3}
     run = ex.new_attack_run("mine", settings)
@@ -206,3 +207,7 @@ def test_attack_runs_from_the_app_and_the_demo_run(world, tmp_path, monkeypatch)
     first = ex.job_status("demo").id
     ex.ensure_demo_run(progress=False)  # finished: left alone
     assert ex.job_status("demo").id == first
+    live = ex.rerun_demo()  # the Run view's "Re-run the demo attack": a new run, attacked live
+    assert live.name.startswith("demo-live-") and ex.job_status(live.name).kind == "attack"
+    assert live.config["experiment"]["inversion"] == demo.config["experiment"]["inversion"]
+    assert ex.cancel_job(live.name) and ex.runner.wait(live, 120).state == "cancelled"

@@ -49,12 +49,19 @@ def to_model_input(batch: np.ndarray | torch.Tensor, device: torch.device) -> to
 
 @dataclass
 class Nearest:
-    """Per query: nearest key index (-1 if its group had no key) and distance; pooled features of both sets."""
+    """Per query: nearest key index (-1 if its group had no key) and distance; pooled features of both sets.
+
+    `key_index` / `key_distance` answer the reverse question from the same distance blocks: per key,
+    its nearest query among the queries of its group (-1 / inf when none), e.g. the reconstruction
+    closest to a target that no reconstruction was assigned to.
+    """
 
     index: np.ndarray
     distance: np.ndarray
     query_pooled: np.ndarray
     key_pooled: np.ndarray
+    key_index: np.ndarray | None = None
+    key_distance: np.ndarray | None = None
 
 
 @dataclass
@@ -199,6 +206,8 @@ class PerceptualDistance:
         """
         best = np.full(len(queries), np.inf, np.float64)
         arg = np.full(len(queries), -1, np.int64)
+        key_best = np.full(len(keys), np.inf, np.float64)
+        key_arg = np.full(len(keys), -1, np.int64)
         pooled: dict[str, np.ndarray] = {}
         if key_cache is not None:
             pooled["keys"] = np.asarray(key_cache.pooled)
@@ -208,7 +217,12 @@ class PerceptualDistance:
             better = d < best[q_idx]
             best[q_idx[better]] = d[better]
             arg[q_idx[better]] = k_idx[j[better]]
-        return Nearest(arg, best, pooled.get("queries"), pooled.get("keys"))
+            i = block.argmin(axis=0)
+            dk = block[i, np.arange(len(k_idx))].astype(np.float64)
+            closer = dk < key_best[k_idx]
+            key_best[k_idx[closer]] = dk[closer]
+            key_arg[k_idx[closer]] = q_idx[i[closer]]
+        return Nearest(arg, best, pooled.get("queries"), pooled.get("keys"), key_arg, key_best)
 
     def _blocks(self, queries, keys, groups, key_cache: Embedded | None, pooled: dict, progress: bool):
         """Yield (query idx, key idx, distance block) covering every (query, key) pair of every group.
