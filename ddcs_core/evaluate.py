@@ -24,6 +24,7 @@ from ddcs_core.errors import DDCSInputError
 from ddcs_core.features import INCEPTION_NAME, InceptionFeatures, classifier_outputs, find_inception_weights
 from ddcs_core.metrics import ddcs_from_assignment, fid, knn_distance, prdc_per_class, topk_accuracy
 from ddcs_core.metrics.ddcs import DDCSResult
+from ddcs_core.metrics.ties import near_ties
 from ddcs_core.perceptual import PerceptualDistance
 
 log = logging.getLogger(__name__)
@@ -159,6 +160,7 @@ def evaluate_sets(targets: ImageSet, recon: ImageSet, config: EvalConfig, progre
         "matched_fraction": result.matched_fraction,
         "exact_copies": result.n_exact_copies,
         "exact_copy_targets": [targets.paths[i] for i in np.flatnonzero(result.exact_copy)],
+        "near_ties": near_ties(near.distance, near.index, near.second, near.second_index),
         "prdc": {"k": config.nearest_k, "mode": config.prdc_mode, "features": feats_name,
                  **_prdc(target_feats, targets.labels, recon_feats, recon_labels, config)},
         "fid": {"value": fid(target_feats, recon_feats), "features": feats_name},
