@@ -26,8 +26,8 @@ def near_ties(best: np.ndarray, best_index: np.ndarray, second: np.ndarray, seco
     and the targets they involve (at most these targets' d_tar can change on another machine)."""
     best, second = np.asarray(best, np.float64), np.asarray(second, np.float64)
     has_two = np.isfinite(best) & np.isfinite(second)
-    gap = np.where(has_two, second - best, np.inf)
-    tie = has_two & (gap <= distance_tolerance(best) + distance_tolerance(second))
+    tie = np.zeros(len(best), bool)
+    tie[has_two] = second[has_two] - best[has_two] <= distance_tolerance(best[has_two]) + distance_tolerance(second[has_two])
     involved = np.unique(np.concatenate([np.asarray(best_index)[tie], np.asarray(second_index)[tie]]))
     return {"reconstructions": int(tie.sum()), "targets": int(len(involved)),
             "rtol": CROSS_MACHINE_RTOL, "atol": CROSS_MACHINE_ATOL}
