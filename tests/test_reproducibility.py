@@ -20,7 +20,7 @@ from ddcs_core.data.images import ImageSet
 from ddcs_core.evaluate import EvalConfig, evaluate_sets
 from ddcs_core.metrics.ties import CROSS_MACHINE_RTOL, distance_tolerance, near_ties
 from ddcs_core.perceptual import PerceptualDistance
-from ddcs_core.perceptual.pairwise import EMBED_BATCH
+from ddcs_core.perceptual.pairwise import embed_batch
 
 from tests.conftest import REPO
 
@@ -75,12 +75,15 @@ def reference(world):
 
 
 def test_embedding_does_not_depend_on_batch_or_slot(world):
-    """By construction (every forward pass holds EMBED_BATCH images) and checked: bit-identical rows."""
-    imgs = world[0].images
+    """By construction (every forward pass holds embed_batch(dim) images) and checked: bit-identical rows,
+    whichever slot of which forward pass an image lands in."""
+    imgs = np.concatenate([world[0].images, world[1].images])
     metric = PerceptualDistance("alex", device="cpu", cache=False)
+    batch = embed_batch(metric.embedding_dim(SIZE, SIZE))
+    imgs = np.concatenate([imgs] * -(-(batch + 5) // len(imgs)))  # more than one forward pass
     ref = metric.embed(imgs)
     rng = np.random.default_rng(1)
-    for idx in (np.arange(1), np.arange(3, 4), rng.permutation(len(imgs)), rng.permutation(len(imgs))[:EMBED_BATCH + 3]):
+    for idx in (np.arange(1), np.arange(3, 4), rng.permutation(len(imgs)), rng.permutation(len(imgs))[:batch - 3]):
         got = metric.embed(imgs, idx)
         np.testing.assert_array_equal(got.emb, ref.emb[idx])
         np.testing.assert_array_equal(got.pooled, ref.pooled[idx])
@@ -102,6 +105,16 @@ def test_evaluation_does_not_depend_on_cache_state(world, reference, tmp_path, m
     disabled = summary(*world)
     for got in (cold, warm, disabled):
         assert_same_evaluation(got, reference)
+
+
+def test_evaluation_does_not_depend_on_thread_count(world, reference):
+    """What a different number of pytest workers (or cores) changes; checked for 1 vs 2 threads."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1 if before > 1 else 2)
+    try:
+        assert_same_evaluation(summary(*world), reference)
+    finally:
+        torch.set_num_threads(before)
 
 
 def test_evaluation_does_not_depend_on_order_or_duplicates(world, reference):
@@ -134,7 +147,7 @@ def _other_kernel_path_env() -> dict:
 
 
 def test_evaluation_across_kernel_paths_agrees_within_the_cross_machine_tolerance(reference):
-    code = ("import json, torch; torch.set_num_threads(1); from tests.test_reproducibility import make_world, summary; "
+    code = ("import json; from tests.test_reproducibility import make_world, summary; "
             "print(json.dumps(summary(*make_world())))")
     proc = subprocess.run([sys.executable, "-c", code], cwd=REPO, env=_other_kernel_path_env(),
                           capture_output=True, text=True, timeout=120)

@@ -7,8 +7,9 @@ block. Every image is thus embedded once in the usual cases.
 
 Reproducibility contract (README "Reproducibility contract"; tests/test_reproducibility.py): on one
 machine and kernel path, an image's embedding is a function of that image alone, because every
-forward pass holds exactly EMBED_BATCH images (padded with zeros), so the convolution kernels see
-one shape whatever the set, the chunking or the cache state. Distances are then formed in float64
+forward pass holds exactly embed_batch(dim) images (padded with zeros), a number that depends on the
+image size only, so the convolution kernels see one shape whatever the set, the chunking, the batch
+size or the cache state. Distances are then formed in float64
 from the float32 embeddings, so the blocking of the matrix products moves them by ~1e-16 relative,
 and identical images get exactly 0. Across machines (CPU ISA, GPU) the embeddings differ at float32
 rounding; the cross-machine tolerance and the near-tie count live in ddcs_core/metrics/ties.py.
@@ -33,7 +34,15 @@ from ddcs_core.perceptual.network import LPIPSNetwork
 from ddcs_core.perceptual.weights import BACKBONE_FILES, cache_dir
 
 IndexGroup = tuple[np.ndarray, np.ndarray]
-EMBED_BATCH = 16  # images per forward pass, always (padded): the one shape the kernels ever see
+MAX_EMBED_BATCH = 32
+_EMBED_BATCH_BYTES = 2**30
+
+
+def embed_batch(dim: int) -> int:
+    """Images per forward pass for embeddings of `dim` floats: always this many (padded), so it may depend
+    on the image size but on nothing else (32 for LPIPS-alex at 64 px, 8 for VGG at 256 px)."""
+    fit = max(1, _EMBED_BATCH_BYTES // (12 * dim))  # embedding, its parts and the activations, float32
+    return min(MAX_EMBED_BATCH, 1 << (fit.bit_length() - 1))
 
 
 def resolve_device(device: str | None = "auto") -> torch.device:
@@ -84,7 +93,8 @@ class PerceptualDistance:
     def __init__(self, net: str = "alex", device: str | None = "auto", batch_size: int = 64,
                  memory_cap_gb: float = 2.0, cache: bool = True, cache_cap_gb: float = 8.0) -> None:
         """`batch_size` sizes the query chunks (4 x batch_size images, under the memory cap); forward
-        passes always hold EMBED_BATCH images, so it never changes a number."""
+        passes always hold embed_batch(dim) images, so it never changes a number."""
+        self._dims: dict[tuple[int, int], int] = {}
         self.device = resolve_device(device)
         self.model = LPIPSNetwork(net).to(self.device)
         self.net = net
@@ -98,17 +108,20 @@ class PerceptualDistance:
         return self.model.feature_name
 
     def embedding_dim(self, height: int, width: int) -> int:
-        with torch.no_grad():
-            return self.model(torch.zeros(1, 3, height, width, device=self.device))[0].shape[1]
+        if (height, width) not in self._dims:
+            with torch.no_grad():
+                self._dims[height, width] = self.model(torch.zeros(1, 3, height, width, device=self.device))[0].shape[1]
+        return self._dims[height, width]
 
     @torch.no_grad()
     def _embed_batches(self, images, idx: np.ndarray, progress: bool, desc: str):
-        """Forward passes of exactly EMBED_BATCH images, the last one padded with zeros (see the module doc)."""
-        for start in tqdm(range(0, len(idx), EMBED_BATCH), desc=desc, disable=not progress, leave=False, unit="batch"):
-            sel = idx[start:start + EMBED_BATCH]
+        """Forward passes of exactly embed_batch(dim) images, the last one padded with zeros (see the module doc)."""
+        size = embed_batch(self.embedding_dim(*_hw(images))) if len(idx) else 1
+        for start in tqdm(range(0, len(idx), size), desc=desc, disable=not progress, leave=False, unit="batch"):
+            sel = idx[start:start + size]
             x = to_model_input(images[sel], self.device)
-            if len(sel) < EMBED_BATCH:
-                x = torch.cat([x, x.new_zeros((EMBED_BATCH - len(sel), *x.shape[1:]))])
+            if len(sel) < size:
+                x = torch.cat([x, x.new_zeros((size - len(sel), *x.shape[1:]))])
             with _full_float32(self.device):
                 emb, pooled = self.model(x)
             yield sel, emb[:len(sel)], pooled[:len(sel)]
@@ -230,7 +243,8 @@ class PerceptualDistance:
             key_cache = self.embed(keys)
         if key_cache is not None:
             pooled["keys"] = np.asarray(key_cache.pooled)
-        query_chunk = max(1, min(4 * self.batch_size, self.memory_cap // 4 // (dim * 8)) // EMBED_BATCH) * EMBED_BATCH
+        batch = embed_batch(dim)
+        query_chunk = max(1, min(4 * self.batch_size, self.memory_cap // 4 // (dim * 8)) // batch) * batch
         q_hash, k_hash = _image_hashes(queries), _image_hashes(keys)
         order = np.concatenate([q for q, _ in groups]) if groups else np.zeros(0, np.int64)
         owner = np.concatenate([np.full(len(q), g) for g, (q, _) in enumerate(groups)]) if groups else order
