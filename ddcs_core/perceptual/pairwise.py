@@ -34,15 +34,15 @@ from ddcs_core.perceptual.network import LPIPSNetwork
 from ddcs_core.perceptual.weights import BACKBONE_FILES, cache_dir
 
 IndexGroup = tuple[np.ndarray, np.ndarray]
-MAX_EMBED_BATCH = 32
-_EMBED_BATCH_BYTES = 2**30
+_EMBED_BATCH_FLOATS = 2**21  # embedding floats per forward pass: about the same work per pass at every size
 
 
 def embed_batch(dim: int) -> int:
-    """Images per forward pass for embeddings of `dim` floats: always this many (padded), so it may depend
-    on the image size but on nothing else (32 for LPIPS-alex at 64 px, 8 for VGG at 256 px)."""
-    fit = max(1, _EMBED_BATCH_BYTES // (12 * dim))  # embedding, its parts and the activations, float32
-    return min(MAX_EMBED_BATCH, 1 << (fit.bit_length() - 1))
+    """Images per forward pass for embeddings of `dim` floats: always this many (padded), so it depends on
+    the image size and on nothing else. A power of two in [8, 64]: 64 for LPIPS-alex at 64 px (as large as
+    before, so big sets cost no more passes), 16 for VGG at 32 px, 8 for VGG at 256 px."""
+    fit = max(1, _EMBED_BATCH_FLOATS // dim)
+    return min(64, max(8, 1 << (fit.bit_length() - 1)))
 
 
 def resolve_device(device: str | None = "auto") -> torch.device:
