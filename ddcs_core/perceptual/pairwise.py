@@ -253,13 +253,13 @@ class PerceptualDistance:
             chunk, chunk_owner = order[qc:qc + query_chunk], owner[qc:qc + query_chunk]
             q = self.embed(queries, chunk)
             _scatter(pooled, "queries", chunk, q.pooled, len(queries))
-            q_all = torch.from_numpy(q.emb).to(self.device, torch.float64)
-            q_sq_all = q_all.pow(2).sum(1)
+            q_all = torch.from_numpy(q.emb).to(self.device)
+            q_sq_all = _squared_norms(q_all)
             for g in np.unique(chunk_owner):
                 rows = np.flatnonzero(chunk_owner == g)
                 q_idx, k_all = chunk[rows], groups[g][1]
                 sel = torch.from_numpy(rows).to(self.device)
-                q_emb, q_sq = q_all[sel], q_sq_all[sel]
+                q_emb, q_sq = q_all[sel].double(), q_sq_all[sel]
                 for kb in range(0, len(k_all), key_block):
                     k_idx = k_all[kb:kb + key_block]
                     if key_cache is not None:
@@ -268,13 +268,18 @@ class PerceptualDistance:
                         k = self.embed(keys, k_idx)
                         k_np = k.emb
                         _scatter(pooled, "keys", k_idx, k.pooled, len(keys))
-                    k_emb = torch.from_numpy(k_np).to(self.device, torch.float64)
-                    d = q_sq[:, None] + k_emb.pow(2).sum(1)[None, :] - 2.0 * (q_emb @ k_emb.T)
+                    k_emb = torch.from_numpy(k_np).to(self.device)
+                    d = q_sq[:, None] + _squared_norms(k_emb)[None, :] - 2.0 * (q_emb @ k_emb.double().T)
                     d = d.clamp_min_(0).cpu().numpy()
                     d[q_hash[q_idx][:, None] == k_hash[k_idx][None, :]] = 0.0  # identical images: exactly 0
                     yield q_idx, k_idx, d
             bar.update(len(chunk))
         bar.close()
+
+
+def _squared_norms(emb: torch.Tensor) -> torch.Tensor:
+    """|e|^2 per row in float64, without a float64 copy of the embeddings."""
+    return torch.linalg.vector_norm(emb, dim=1, dtype=torch.float64).square()
 
 
 @contextlib.contextmanager
