@@ -9,9 +9,8 @@ Reproducibility contract (README "Reproducibility contract"; tests/test_reproduc
 machine and kernel path, an image's embedding is a function of that image alone, because every
 forward pass holds exactly embed_batch(dim) images (padded with zeros), a number that depends on the
 image size only, so the convolution kernels see one shape whatever the set, the chunking, the batch
-size or the cache state. Distances are then formed in float64
-from the float32 embeddings, so the blocking of the matrix products moves them by ~1e-16 relative,
-and identical images get exactly 0. Across machines (CPU ISA, GPU) the embeddings differ at float32
+size or the cache state. Distances are then formed in float64 from the float32 embeddings, so the
+blocking of the matrix products moves them by ~1e-16 relative, and identical images get exactly 0. Across machines (CPU ISA, GPU) the embeddings differ at float32
 rounding; the cross-machine tolerance and the near-tie count live in ddcs_core/metrics/ties.py.
 """
 
