@@ -29,6 +29,7 @@ from ddcs_core.errors import DDCSInputError
 from ddcs_core.features import FID_INCEPTION_NAME, classifier_outputs, find_inception_weights, inception_features
 from ddcs_core.metrics import ddcs_from_assignment, fid, knn_distance, prdc_per_class, topk_accuracy
 from ddcs_core.metrics.ddcs import DDCSResult
+from ddcs_core.metrics.ties import near_ties
 from ddcs_core.perceptual import PerceptualDistance
 
 log = logging.getLogger(__name__)
@@ -259,6 +260,7 @@ def evaluate_sets(targets: ImageSet, recon: ImageSet, config: EvalConfig, progre
         "matched_fraction": result.matched_fraction,
         "exact_copies": result.n_exact_copies,
         "exact_copy_targets": [targets.paths[i] for i in np.flatnonzero(result.exact_copy)],
+        "near_ties": near_ties(near.distance, near.index, near.second, near.second_index),
         "prdc": {"k": config.nearest_k, "mode": profile["prdc_mode"], "features": feats_name, **prdc},
         "fid": {"value": fid_value, "features": feats_name},
         **eval_block,
