@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import sys
 import time
 
@@ -229,7 +230,13 @@ def _run_run(args) -> int:
     only = [s.strip() for s in args.only.split(",") if s.strip()] if args.only else None
     target = RunStore(args.runs).run(args.name or load_config(args.config, args.overrides)["name"])
     params = {"config": args.config, "only": args.only or "", "overrides": list(args.overrides), "device": args.device}
-    with exclusive_job(target, "run (CLI)", params):  # the same lock as the app's jobs: never two on one run
+    from contextlib import nullcontext
+
+    from ddcs_core import distributed
+
+    # the same lock as the app's jobs: never two on one run (under torchrun rank 0 holds it for all ranks)
+    lock = exclusive_job(target, "run (CLI)", params) if distributed.is_main() else nullcontext()
+    with lock:
         run = run_experiment(args.config, args.runs, args.name, args.device, progress=not args.quiet, only=only,
                              overrides=args.overrides)
     print(to_text(reproduction_table(run)))
@@ -317,6 +324,7 @@ COMMANDS = {
     "victim": (_add_victim, _run_victim),
     "generator": (add_generator, run_generator),
 }
+DISTRIBUTED_COMMANDS = ("run", "evaluate")  # the ones that share their work over torchrun's ranks
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -330,7 +338,19 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s: %(message)s")
+    from ddcs_core import distributed
+
     try:
+        if distributed.launched():  # torchrun: one process per device; rank 0 alone writes and prints
+            if args.command not in DISTRIBUTED_COMMANDS:
+                raise DDCSInputError(f"`{args.command}` does not run under torchrun; "
+                                     f"launch one of {', '.join(DISTRIBUTED_COMMANDS)} with it, or run it plainly")
+            _, device = distributed.setup(getattr(args, "device", "auto"))
+            if hasattr(args, "device"):
+                args.device = device
+            if not distributed.is_main():
+                args.quiet = True
+                sys.stdout = open(os.devnull, "w")
         return COMMANDS[args.command][1](args)
     except DDCSInputError as exc:  # the user's mistake: one line
         print(f"error: {exc}", file=sys.stderr)
@@ -342,6 +362,8 @@ def main(argv: list[str] | None = None) -> int:
         logging.getLogger("ddcs_core").exception("internal error (a bug, not your input); please report it with "
                                                  "this traceback")
         return 1
+    finally:
+        distributed.teardown()
 
 
 if __name__ == "__main__":

@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 
 import ddcs_core
-from ddcs_core import atomic
+from ddcs_core import atomic, distributed
 from ddcs_core.data import official_prep
 from ddcs_core.data.images import ImageSet, Limits, load_images
 from ddcs_core.data.transforms import RESIZE_POLICIES
@@ -30,6 +30,7 @@ from ddcs_core.features import FID_INCEPTION_NAME, classifier_outputs, find_ince
 from ddcs_core.metrics import ddcs_from_assignment, fid, knn_distance, prdc_per_class, topk_accuracy
 from ddcs_core.metrics.ddcs import DDCSResult
 from ddcs_core.perceptual import PerceptualDistance
+from ddcs_core.perceptual.pairwise import Nearest
 
 log = logging.getLogger(__name__)
 
@@ -223,8 +224,7 @@ def evaluate_sets(targets: ImageSet, recon: ImageSet, config: EvalConfig, progre
     else:
         groups = [(np.flatnonzero(recon_labels == c), np.flatnonzero(targets.labels == c))
                   for c in np.unique(recon_labels)]
-    key_cache = metric.embed_cached(targets.images, progress=progress)
-    near = metric.nearest(recon.images, targets.images, groups, key_cache=key_cache, progress=progress)
+    near, split = _nearest(metric, targets, recon, groups, progress)
     t_lpips = time.perf_counter() - t0
     result = ddcs_from_assignment(near.index, near.distance, len(targets))
 
@@ -262,6 +262,7 @@ def evaluate_sets(targets: ImageSet, recon: ImageSet, config: EvalConfig, progre
         **eval_block,
         "config": asdict(config),
         "device": str(metric.device),
+        "distributed": distributed.context().describe(split),
         "seed": config.seed,
         "versions": _versions(),
         "timing_s": {"lpips_search": round(t_lpips, 3), "total": round(time.perf_counter() - t0, 3)},
@@ -269,6 +270,45 @@ def evaluate_sets(targets: ImageSet, recon: ImageSet, config: EvalConfig, progre
         "warnings": warnings,
     }
     return Evaluation(report, result, targets, recon, near.index, near.distance, notes)
+
+
+def _nearest(metric: PerceptualDistance, targets: ImageSet, recon: ImageSet, groups: list, progress: bool):
+    """The nearest-target search; under torchrun each rank searches its share and the results are merged.
+
+    Class-conditional groups are shared out by cost (queries x keys), class-agnostic search splits the
+    queries; each rank embeds only the images of its groups (no target cache, which would make every
+    rank embed every target), so embeddings stay where they were made and only per-query results and
+    pooled features travel. Returns the Nearest and how the work was split.
+    """
+    ctx = distributed.context()
+    if not ctx.active:
+        key_cache = metric.embed_cached(targets.images, progress=progress)
+        return metric.nearest(recon.images, targets.images, groups, key_cache=key_cache, progress=progress), "none"
+    if len(groups) == 1:
+        q_all, k_all = groups[0]
+        mine, split = [(np.array_split(q_all, ctx.world_size)[ctx.rank], k_all)], "queries"
+    else:
+        costs = [len(q) * len(k) + len(q) + len(k) for q, k in groups]
+        mine, split = [groups[i] for i in distributed.my_share(costs)], "classes"
+    part = metric.nearest(recon.images, targets.images, mine, progress=progress and distributed.is_main())
+    parts = distributed.all_gather((part.index, part.distance, part.query_pooled, part.key_pooled))
+    index = np.full(len(recon), -1, np.int64)
+    distance = np.full(len(recon), np.inf, np.float64)
+    pooled: dict[str, np.ndarray | None] = {"queries": None, "keys": None}
+    for idx, dist_, q_pooled, k_pooled in parts:
+        owned = dist_ < distance
+        index[owned], distance[owned] = idx[owned], dist_[owned]
+        for key, arr in (("queries", q_pooled), ("keys", k_pooled)):
+            if arr is None:
+                continue
+            if pooled[key] is None:
+                pooled[key] = np.array(arr, copy=True)
+            else:
+                fill = ~np.isnan(arr).any(axis=1)
+                pooled[key][fill] = arr[fill]
+    if pooled["keys"] is None:
+        pooled["keys"] = metric.embed(targets.images).pooled
+    return Nearest(index, distance, pooled["queries"], pooled["keys"]), split
 
 
 def _features(config: EvalConfig, metric: PerceptualDistance, targets: ImageSet, recon: ImageSet,
@@ -453,5 +493,7 @@ def evaluate(targets_path: str | Path, recon_path: str | Path, out_dir: str | Pa
     limits = preflight(out_dir, config)
     targets, recon, notes = _load_pair(targets_path, recon_path, config.resolved(), progress, limits)
     ev = evaluate_sets(targets, recon, config, progress=progress, notes=notes)
-    write_evaluation(out_dir, ev)
+    if distributed.is_main():  # under torchrun every rank holds the merged result; one writes it
+        write_evaluation(out_dir, ev)
+    distributed.barrier()
     return ev
