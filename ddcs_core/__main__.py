@@ -55,6 +55,8 @@ def _run_evaluate(args) -> int:
     fields = EvalConfig.__dataclass_fields__
     config = EvalConfig(**{k: v for k, v in vars(args).items() if k in fields})
     ev = evaluate(args.targets, args.recon, args.out, config, progress=not args.quiet)
+    if ev is None:  # a torchrun rank other than 0: rank 0 wrote and reports
+        return 0
     r = ev.report
     print(json.dumps({k: r[k] for k in ("ddcs", "ddcs_avg", "matched", "matched_fraction", "exact_copies")}
                      | {"coverage": r["prdc"]["coverage"], "fid": r["fid"]["value"], "out": str(args.out)}, indent=2))
@@ -228,7 +230,7 @@ def _run_run(args) -> int:
 
     t = time.perf_counter()
     only = [s.strip() for s in args.only.split(",") if s.strip()] if args.only else None
-    target = RunStore(args.runs).run(args.name or load_config(args.config, args.overrides)["name"])
+    target = RunStore(args.runs).run(args.name or load_config(args.config, args.overrides).name)
     params = {"config": args.config, "only": args.only or "", "overrides": list(args.overrides), "device": args.device}
     from contextlib import nullcontext
 

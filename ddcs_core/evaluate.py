@@ -191,7 +191,7 @@ def _load_pair(targets_path, recon_path, profile: dict, progress: bool,
 
 
 def evaluate_sets(targets: ImageSet, recon: ImageSet, config: EvalConfig, progress: bool = False,
-                  notes: list[str] | None = None) -> Evaluation:
+                  notes: list[str] | None = None) -> Evaluation | None:
     """All metrics of `recon` against `targets` (both already at the evaluation size).
 
     Nothing is written: `evaluate` is this plus loading and writing.
@@ -204,7 +204,8 @@ def evaluate_sets(targets: ImageSet, recon: ImageSet, config: EvalConfig, progre
         notes: notes to carry into the report (e.g. from loading).
 
     Returns:
-        The Evaluation (report dict, DDCSResult, assignments).
+        The Evaluation (report dict, DDCSResult, assignments); under torchrun the nearest-target search
+        is shared out over the ranks and rank 0 alone gets the Evaluation (the others get None).
 
     Raises:
         DDCSInputError: a bad config, reconstruction classes absent from the targets (unless
@@ -225,6 +226,8 @@ def evaluate_sets(targets: ImageSet, recon: ImageSet, config: EvalConfig, progre
         groups = [(np.flatnonzero(recon_labels == c), np.flatnonzero(targets.labels == c))
                   for c in np.unique(recon_labels)]
     near, split = _nearest(metric, targets, recon, groups, progress)
+    if near is None:  # a torchrun rank other than 0: its share of the search is with rank 0
+        return None
     t_lpips = time.perf_counter() - t0
     result = ddcs_from_assignment(near.index, near.distance, len(targets))
 
@@ -278,7 +281,8 @@ def _nearest(metric: PerceptualDistance, targets: ImageSet, recon: ImageSet, gro
     Class-conditional groups are shared out by cost (queries x keys), class-agnostic search splits the
     queries; each rank embeds only the images of its groups (no target cache, which would make every
     rank embed every target), so embeddings stay where they were made and only per-query results and
-    pooled features travel. Returns the Nearest and how the work was split.
+    pooled features travel to rank 0. Returns the Nearest (None on the other ranks) and how the work
+    was split.
     """
     ctx = distributed.context()
     if not ctx.active:
@@ -291,7 +295,9 @@ def _nearest(metric: PerceptualDistance, targets: ImageSet, recon: ImageSet, gro
         costs = [len(q) * len(k) + len(q) + len(k) for q, k in groups]
         mine, split = [groups[i] for i in distributed.my_share(costs)], "classes"
     part = metric.nearest(recon.images, targets.images, mine, progress=progress and distributed.is_main())
-    parts = distributed.all_gather((part.index, part.distance, part.query_pooled, part.key_pooled))
+    parts = distributed.gather_to_main((part.index, part.distance, part.query_pooled, part.key_pooled))
+    if parts is None:
+        return None, split
     index = np.full(len(recon), -1, np.int64)
     distance = np.full(len(recon), np.inf, np.float64)
     pooled: dict[str, np.ndarray | None] = {"queries": None, "keys": None}
@@ -472,7 +478,7 @@ def preflight(out_dir: str | Path, config: EvalConfig) -> Limits:
 
 
 def evaluate(targets_path: str | Path, recon_path: str | Path, out_dir: str | Path, config: EvalConfig | None = None,
-             progress: bool = True) -> Evaluation:
+             progress: bool = True) -> Evaluation | None:
     """The CLI's `evaluate`: check, load, compute, write. Nothing is written unless everything succeeded.
 
     Args:
@@ -483,7 +489,7 @@ def evaluate(targets_path: str | Path, recon_path: str | Path, out_dir: str | Pa
         progress: show progress bars.
 
     Returns:
-        The Evaluation that was written.
+        The Evaluation that was written (None on torchrun ranks other than 0).
 
     Raises:
         DDCSInputError: any bad input (config, paths, images, caps, output folder, evaluation
@@ -493,7 +499,7 @@ def evaluate(targets_path: str | Path, recon_path: str | Path, out_dir: str | Pa
     limits = preflight(out_dir, config)
     targets, recon, notes = _load_pair(targets_path, recon_path, config.resolved(), progress, limits)
     ev = evaluate_sets(targets, recon, config, progress=progress, notes=notes)
-    if distributed.is_main():  # under torchrun every rank holds the merged result; one writes it
+    if ev is not None:  # under torchrun rank 0 alone has the merged result and writes it
         write_evaluation(out_dir, ev)
     distributed.barrier()
     return ev

@@ -195,7 +195,7 @@ class Experiment:
         recon, _ = self.run.recon(pool)
         config = replace(self.config.evaluation, eval_model=self.world.evaluator_path, device=str(self.device))
         evaluation = evaluate_sets(self.world.targets, recon, config, progress=self.progress)
-        if distributed.is_main():
+        if evaluation is not None:  # None on torchrun ranks other than 0, which merged the search
             self.run.write_evaluation(pool, evaluation)
 
     def map_step(self, report: Report, cancelled: ShouldStop) -> None:
