@@ -186,6 +186,14 @@ def _add_bench(sub) -> None:
     t.add_argument("--k", type=int, default=20, help="eigenpairs of the NGD basis")
     t.add_argument("--refresh-every", type=int, default=10, help="R of the damped projection")
     t.add_argument("--device", default="auto")
+    d = bsub.add_parser("distributed", help="inversion and evaluation throughput, 1 process vs N under torchrun "
+                                            "(CPU: 1 x T threads vs N x T/N; GPUs: 1 vs all)")
+    d.add_argument("--nproc", type=int, help="processes of the distributed setting (default: GPUs, or 2 on the CPU)")
+    d.add_argument("--threads", type=int, help="CPU threads in all (default: torch's, capped at the cores)")
+    d.add_argument("--device", default="auto", help="auto, cpu or cuda (each rank uses cuda:LOCAL_RANK)")
+    d.add_argument("--classes", type=int, default=8, help="classes inverted")
+    d.add_argument("--steps", type=int, default=10, help="optimisation steps per inversion chunk")
+    d.add_argument("--eval-classes", type=int, default=8, help="classes of the synthetic evaluation (10+10 each)")
     g = bsub.add_parser("generator", help="images/s of an imported StyleGAN2-ADA paper256 generator (CPU, and CUDA)")
     g.add_argument("--batch-size", type=int, default=2, help="batch on the CPU (CUDA uses at least 16)")
     g.add_argument("--seconds", type=float, default=20.0, help="time budget per device")
@@ -199,6 +207,11 @@ def _run_bench(args) -> int:
         from ddcs_core.bench_generator import generator_bench
 
         out = generator_bench(args.batch_size, args.seconds, args.device)
+    elif args.what == "distributed":
+        from ddcs_core.bench_distributed import distributed_bench
+
+        out = distributed_bench(args.nproc, args.threads, args.device, args.classes, args.steps,
+                                eval_classes=args.eval_classes)
     elif args.what == "transfer":
         out = bench.transfer_bench(args.steps, args.batch_size, args.k, args.refresh_every, device=args.device)
     elif args.what == "lpips":

@@ -70,26 +70,26 @@ def setup(requested_device: str = "auto") -> tuple[Context, str]:
     global _context
     if not launched():
         return _context, requested_device
+    import torch.distributed as dist
+
     device = local_device(requested_device)
-    if _context.active:
+    if dist.is_initialized():
         return _context, device
     backend = "nccl" if device.startswith("cuda") else "gloo"
     if backend == "nccl":
         torch.cuda.set_device(torch.device(device))
-    import torch.distributed as dist
-
     dist.init_process_group(backend=backend, timeout=TIMEOUT)
     _context = Context(dist.get_rank(), dist.get_world_size(), int(os.environ["LOCAL_RANK"]), backend)
     return _context, device
 
 
 def teardown() -> None:
-    """Leave the process group (after a last barrier when every rank got here)."""
+    """Leave the process group (a no-op when none was joined)."""
     global _context
-    if not _context.active:
-        return
     import torch.distributed as dist
 
+    if not (dist.is_available() and dist.is_initialized()):
+        return
     try:
         dist.destroy_process_group()
     finally:
