@@ -107,3 +107,13 @@ def test_two_process_evaluate_cli_matches_one_process(world):  # noqa: F811
         np.testing.assert_allclose(b["d_tar"], a["d_tar"], rtol=1e-5, atol=1e-7)
     assert two["ddcs"] == pytest.approx(one["ddcs"], rel=1e-5) and two["matched"] == one["matched"]
     assert two["prdc"]["coverage"] == pytest.approx(one["prdc"]["coverage"], rel=1e-5)
+
+
+def test_commands_that_do_not_share_work_refuse_torchrun(monkeypatch, capsys):
+    from ddcs_core.__main__ import main
+
+    for key, value in zip(distributed.ENV, ("1", "2", "1")):
+        monkeypatch.setenv(key, value)
+    assert main(["reproduce", "--run", "nowhere"]) == 2
+    assert "does not run under torchrun" in capsys.readouterr().err
+    assert not distributed.context().active
