@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import sys
 import time
 
@@ -54,6 +55,8 @@ def _run_evaluate(args) -> int:
     fields = EvalConfig.__dataclass_fields__
     config = EvalConfig(**{k: v for k, v in vars(args).items() if k in fields})
     ev = evaluate(args.targets, args.recon, args.out, config, progress=not args.quiet)
+    if ev is None:  # a torchrun rank other than 0: rank 0 wrote and reports
+        return 0
     r = ev.report
     print(json.dumps({k: r[k] for k in ("ddcs", "ddcs_avg", "matched", "matched_fraction", "exact_copies")}
                      | {"coverage": r["prdc"]["coverage"], "fid": r["fid"]["value"], "out": str(args.out)}, indent=2))
@@ -222,6 +225,14 @@ def _add_bench(sub) -> None:
     t.add_argument("--k", type=int, default=20, help="eigenpairs of the NGD basis")
     t.add_argument("--refresh-every", type=int, default=10, help="R of the damped projection")
     t.add_argument("--device", default="auto")
+    d = bsub.add_parser("distributed", help="inversion and evaluation throughput, 1 process vs N under torchrun "
+                                            "(CPU: 1 x T threads vs N x T/N; GPUs: 1 vs all)")
+    d.add_argument("--nproc", type=int, help="processes of the distributed setting (default: GPUs, or 2 on the CPU)")
+    d.add_argument("--threads", type=int, help="CPU threads in all (default: torch's, capped at the cores)")
+    d.add_argument("--device", default="auto", help="auto, cpu or cuda (each rank uses cuda:LOCAL_RANK)")
+    d.add_argument("--classes", type=int, default=8, help="classes inverted")
+    d.add_argument("--steps", type=int, default=10, help="optimisation steps per inversion chunk")
+    d.add_argument("--eval-classes", type=int, default=8, help="classes of the synthetic evaluation (10+10 each)")
     g = bsub.add_parser("generator", help="images/s of an imported StyleGAN2-ADA paper256 generator (CPU, and CUDA)")
     g.add_argument("--batch-size", type=int, default=2, help="batch on the CPU (CUDA uses at least 16)")
     g.add_argument("--seconds", type=float, default=20.0, help="time budget per device")
@@ -235,6 +246,11 @@ def _run_bench(args) -> int:
         from ddcs_core.bench_generator import generator_bench
 
         out = generator_bench(args.batch_size, args.seconds, args.device)
+    elif args.what == "distributed":
+        from ddcs_core.bench_distributed import distributed_bench
+
+        out = distributed_bench(args.nproc, args.threads, args.device, args.classes, args.steps,
+                                eval_classes=args.eval_classes)
     elif args.what == "transfer":
         out = bench.transfer_bench(args.steps, args.batch_size, args.k, args.refresh_every, device=args.device)
     elif args.what == "lpips":
@@ -268,7 +284,13 @@ def _run_run(args) -> int:
     only = [s.strip() for s in args.only.split(",") if s.strip()] if args.only else None
     target = RunStore(args.runs).run(args.name or load_config(args.config, args.overrides).name)
     params = {"config": args.config, "only": args.only or "", "overrides": list(args.overrides), "device": args.device}
-    with exclusive_job(target, "run (CLI)", params):  # the same lock as the app's jobs: never two on one run
+    from contextlib import nullcontext
+
+    from ddcs_core import distributed
+
+    # the same lock as the app's jobs: never two on one run (under torchrun rank 0 holds it for all ranks)
+    lock = exclusive_job(target, "run (CLI)", params) if distributed.is_main() else nullcontext()
+    with lock:
         run = run_experiment(args.config, args.runs, args.name, args.device, progress=not args.quiet, only=only,
                              overrides=args.overrides)
     print(to_text(reproduction_table(run)))
@@ -356,6 +378,7 @@ COMMANDS = {
     "victim": (_add_victim, _run_victim),
     "generator": (add_generator, run_generator),
 }
+DISTRIBUTED_COMMANDS = ("run", "evaluate")  # the ones that share their work over torchrun's ranks
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -369,7 +392,19 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s: %(message)s")
+    from ddcs_core import distributed
+
     try:
+        if distributed.launched():  # torchrun: one process per device; rank 0 alone writes and prints
+            if args.command not in DISTRIBUTED_COMMANDS:
+                raise DDCSInputError(f"`{args.command}` does not run under torchrun; "
+                                     f"launch one of {', '.join(DISTRIBUTED_COMMANDS)} with it, or run it plainly")
+            _, device = distributed.setup(getattr(args, "device", "auto"))
+            if hasattr(args, "device"):
+                args.device = device
+            if not distributed.is_main():
+                args.quiet = True
+                sys.stdout = open(os.devnull, "w")
         return COMMANDS[args.command][1](args)
     except DDCSInputError as exc:  # the user's mistake: one line
         print(f"error: {exc}", file=sys.stderr)
@@ -381,6 +416,8 @@ def main(argv: list[str] | None = None) -> int:
         logging.getLogger("ddcs_core").exception("internal error (a bug, not your input); please report it with "
                                                  "this traceback")
         return 1
+    finally:
+        distributed.teardown()
 
 
 if __name__ == "__main__":

@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 
 import ddcs_core
-from ddcs_core import atomic
+from ddcs_core import atomic, distributed
 from ddcs_core.data import official_prep
 from ddcs_core.data.images import ImageSet, Limits, load_images
 from ddcs_core.data.transforms import RESIZE_POLICIES
@@ -31,6 +31,7 @@ from ddcs_core.metrics import ddcs_from_assignment, fid, knn_distance, prdc_per_
 from ddcs_core.metrics.ddcs import DDCSResult
 from ddcs_core.metrics.ties import near_ties
 from ddcs_core.perceptual import PerceptualDistance
+from ddcs_core.perceptual.pairwise import Nearest
 
 log = logging.getLogger(__name__)
 
@@ -193,7 +194,7 @@ def _load_pair(targets_path, recon_path, profile: dict, progress: bool,
 
 
 def evaluate_sets(targets: ImageSet, recon: ImageSet, config: EvalConfig, progress: bool = False,
-                  notes: list[str] | None = None) -> Evaluation:
+                  notes: list[str] | None = None) -> Evaluation | None:
     """All metrics of `recon` against `targets` (both already at the evaluation size).
 
     Nothing is written: `evaluate` is this plus loading and writing.
@@ -206,7 +207,8 @@ def evaluate_sets(targets: ImageSet, recon: ImageSet, config: EvalConfig, progre
         notes: notes to carry into the report (e.g. from loading).
 
     Returns:
-        The Evaluation (report dict, DDCSResult, assignments).
+        The Evaluation (report dict, DDCSResult, assignments); under torchrun the nearest-target search
+        is shared out over the ranks and rank 0 alone gets the Evaluation (the others get None).
 
     Raises:
         DDCSInputError: a bad config, reconstruction classes absent from the targets (unless
@@ -226,8 +228,9 @@ def evaluate_sets(targets: ImageSet, recon: ImageSet, config: EvalConfig, progre
     else:
         groups = [(np.flatnonzero(recon_labels == c), np.flatnonzero(targets.labels == c))
                   for c in np.unique(recon_labels)]
-    key_cache = metric.embed_cached(targets.images, progress=progress)
-    near = metric.nearest(recon.images, targets.images, groups, key_cache=key_cache, progress=progress)
+    near, split = _nearest(metric, targets, recon, groups, progress)
+    if near is None:  # a torchrun rank other than 0: its share of the search is with rank 0
+        return None
     t_lpips = time.perf_counter() - t0
     result = ddcs_from_assignment(near.index, near.distance, len(targets))
 
@@ -266,6 +269,7 @@ def evaluate_sets(targets: ImageSet, recon: ImageSet, config: EvalConfig, progre
         **eval_block,
         "config": asdict(config),
         "device": str(metric.device),
+        "distributed": distributed.context().describe(split),
         "seed": config.seed,
         "versions": _versions(),
         "timing_s": {"lpips_search": round(t_lpips, 3), "total": round(time.perf_counter() - t0, 3)},
@@ -274,6 +278,48 @@ def evaluate_sets(targets: ImageSet, recon: ImageSet, config: EvalConfig, progre
     }
     return Evaluation(report, result, targets, recon, near.index, near.distance, notes, near.key_index,
                       near.key_distance)
+
+
+def _nearest(metric: PerceptualDistance, targets: ImageSet, recon: ImageSet, groups: list, progress: bool):
+    """The nearest-target search; under torchrun each rank searches its share and the results are merged.
+
+    Class-conditional groups are shared out by cost (queries x keys), class-agnostic search splits the
+    queries; each rank embeds only the images of its groups (no target cache, which would make every
+    rank embed every target), so embeddings stay where they were made and only per-query results and
+    pooled features travel to rank 0. Returns the Nearest (None on the other ranks) and how the work
+    was split.
+    """
+    ctx = distributed.context()
+    if not ctx.active:
+        key_cache = metric.embed_cached(targets.images, progress=progress)
+        return metric.nearest(recon.images, targets.images, groups, key_cache=key_cache, progress=progress), "none"
+    if len(groups) == 1:
+        q_all, k_all = groups[0]
+        mine, split = [(np.array_split(q_all, ctx.world_size)[ctx.rank], k_all)], "queries"
+    else:
+        costs = [len(q) * len(k) + len(q) + len(k) for q, k in groups]
+        mine, split = [groups[i] for i in distributed.my_share(costs)], "classes"
+    part = metric.nearest(recon.images, targets.images, mine, progress=progress and distributed.is_main())
+    parts = distributed.gather_to_main((part.index, part.distance, part.query_pooled, part.key_pooled))
+    if parts is None:
+        return None, split
+    index = np.full(len(recon), -1, np.int64)
+    distance = np.full(len(recon), np.inf, np.float64)
+    pooled: dict[str, np.ndarray | None] = {"queries": None, "keys": None}
+    for idx, dist_, q_pooled, k_pooled in parts:
+        owned = dist_ < distance
+        index[owned], distance[owned] = idx[owned], dist_[owned]
+        for key, arr in (("queries", q_pooled), ("keys", k_pooled)):
+            if arr is None:
+                continue
+            if pooled[key] is None:
+                pooled[key] = np.array(arr, copy=True)
+            else:
+                fill = ~np.isnan(arr).any(axis=1)
+                pooled[key][fill] = arr[fill]
+    if pooled["keys"] is None:
+        pooled["keys"] = metric.embed(targets.images).pooled
+    return Nearest(index, distance, pooled["queries"], pooled["keys"]), split
 
 
 def _features(config: EvalConfig, metric: PerceptualDistance, targets: ImageSet, recon: ImageSet,
@@ -443,7 +489,7 @@ def preflight(out_dir: str | Path, config: EvalConfig) -> Limits:
 
 
 def evaluate(targets_path: str | Path, recon_path: str | Path, out_dir: str | Path, config: EvalConfig | None = None,
-             progress: bool = True) -> Evaluation:
+             progress: bool = True) -> Evaluation | None:
     """The CLI's `evaluate`: check, load, compute, write. Nothing is written unless everything succeeded.
 
     Args:
@@ -454,7 +500,7 @@ def evaluate(targets_path: str | Path, recon_path: str | Path, out_dir: str | Pa
         progress: show progress bars.
 
     Returns:
-        The Evaluation that was written.
+        The Evaluation that was written (None on torchrun ranks other than 0).
 
     Raises:
         DDCSInputError: any bad input (config, paths, images, caps, output folder, evaluation
@@ -464,5 +510,7 @@ def evaluate(targets_path: str | Path, recon_path: str | Path, out_dir: str | Pa
     limits = preflight(out_dir, config)
     targets, recon, notes = _load_pair(targets_path, recon_path, config.resolved(), progress, limits)
     ev = evaluate_sets(targets, recon, config, progress=progress, notes=notes)
-    write_evaluation(out_dir, ev)
+    if ev is not None:  # under torchrun rank 0 alone has the merged result and writes it
+        write_evaluation(out_dir, ev)
+    distributed.barrier()
     return ev

@@ -112,7 +112,7 @@ def test_resume_after_kills_equals_uninterrupted_run(world, tmp_path, monkeypatc
     monkeypatch.setattr(invert_module, "optimize_latents", dying_opt)
     with pytest.raises(RuntimeError, match="killed"):
         run_all(world, tmp_path / "b")
-    assert (tmp_path / "b" / "tiny" / "work" / "invert" / "vanilla" / "opt-0000.pt").is_file()
+    assert (tmp_path / "b" / "tiny" / "work" / "invert" / "vanilla" / "class-00000" / "opt-0000.pt").is_file()
     with pytest.raises(RuntimeError, match="killed"):
         run_all(world, tmp_path / "b")
     assert (tmp_path / "b" / "tiny" / "transfer" / "ngd" / "state.pt").is_file()
