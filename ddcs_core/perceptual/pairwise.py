@@ -2,8 +2,18 @@
 
 d(x, y) = |e(x)|^2 + |e(y)|^2 - 2 e(x).e(y): one forward pass per image, then matrix products.
 Queries (reconstructions) stream in chunks taken across groups; keys (targets) come from the on-disk
-cache (by content hash), or are embedded once when they fit in half the memory cap, else block by
-block. Every image is thus embedded once in the usual cases.
+cache (by content hash), or are embedded once when they fit in half the memory cap, else class by class:
+consecutive groups are packed into bins of at most one key block (or one forward pass), each bin's keys
+are embedded once and searched by its queries, so memory stays bounded by the larger of the key block
+and the largest class, and every image is embedded once (a class larger than the key block alone has its
+keys embedded block by block per query chunk). When the cache is skipped (over `cache_cap_gb`), the
+reason is kept in `cache_status` and logged.
+
+Key embeddings may be held as float16 (`key_dtype="float16"`, opt-in): half the cache on disk and in
+memory, at ~1e-4 relative error on d_tar (measured, README "Target-embedding cache"). They are then
+rounded to float16 whether they come from the cache or are embedded anew, so the cache state still never
+changes a number; but float16 is outside the float32 reproducibility contract below, and reports say which
+storage was used.
 
 Reproducibility contract (README "Reproducibility contract"; tests/test_reproducibility.py): on one
 machine and kernel path, an image's embedding is a function of that image alone, because every
@@ -18,6 +28,8 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import logging
+import math
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,7 +44,9 @@ from ddcs_core.errors import DDCSInputError
 from ddcs_core.perceptual.network import LPIPSNetwork
 from ddcs_core.perceptual.weights import BACKBONE_FILES, cache_dir
 
+log = logging.getLogger(__name__)
 IndexGroup = tuple[np.ndarray, np.ndarray]
+KEY_DTYPES = ("float32", "float16")
 _EMBED_BATCH_FLOATS = 2**21  # embedding floats per forward pass: about the same work per pass at every size
 
 
@@ -105,7 +119,10 @@ class PerceptualDistance:
         batch_size: sizes the chunks of images streamed against each block of keys.
         memory_cap_gb: memory for embedding blocks and distance blocks.
         cache: keep a target set's embeddings on disk (DDCS_CACHE), keyed by content.
-        cache_cap_gb: sets whose embeddings exceed this are embedded block by block instead.
+        cache_cap_gb: sets whose embeddings exceed this (GiB) are not cached but embedded class by class at
+            every call; `cache_status` then says so.
+        key_dtype: "float32" (default, within the reproducibility contract) or "float16": precision at which
+            key (target) embeddings are held, cached or not; distances are still formed in float64.
 
     Raises:
         DDCSInputError: an unknown net, a CUDA device on a machine without CUDA, or missing LPIPS
@@ -116,9 +133,12 @@ class PerceptualDistance:
     """
 
     def __init__(self, net: str = "alex", device: str | None = "auto", batch_size: int = 64,
-                 memory_cap_gb: float = 2.0, cache: bool = True, cache_cap_gb: float = 8.0) -> None:
+                 memory_cap_gb: float = 2.0, cache: bool = True, cache_cap_gb: float = 8.0,
+                 key_dtype: str = "float32") -> None:
         """`batch_size` sizes the query chunks (4 x batch_size images, under the memory cap); forward
         passes always hold embed_batch(dim) images, so it never changes a number."""
+        if key_dtype not in KEY_DTYPES:
+            raise DDCSInputError(f"--cache-dtype must be one of {', '.join(KEY_DTYPES)}, got {key_dtype!r}")
         self._dims: dict[tuple[int, int], int] = {}
         self.device = resolve_device(device)
         self.model = LPIPSNetwork(net).to(self.device)
@@ -127,6 +147,8 @@ class PerceptualDistance:
         self.memory_cap = int(memory_cap_gb * 2**30)
         self.cache = cache
         self.cache_cap = int(cache_cap_gb * 2**30)
+        self.key_dtype = key_dtype
+        self.cache_status: dict = {"cache": "unused", "dtype": key_dtype}
 
     @property
     def feature_name(self) -> str:
@@ -172,28 +194,44 @@ class PerceptualDistance:
         return Embedded(np.concatenate(embs), np.concatenate(pools))
 
     def embed_cached(self, images: np.ndarray, progress: bool = False, desc: str = "embed targets") -> Embedded | None:
-        """Embeddings of a whole set from the on-disk cache (memory-mapped), computing them once.
+        """Embeddings of a whole set from the on-disk cache (memory-mapped, stored as `key_dtype`), computing
+        them once.
 
-        Returns None when the set is too large for the cache cap; callers then embed block by block.
+        Returns None when caching is off or the set is too large for the cache cap; callers then embed
+        class by class. `cache_status` records what happened ("read", "written", "skipped" with the
+        reason, "off"), the storage dtype and the size.
         """
         if not self.cache or not isinstance(images, np.ndarray) or len(images) == 0:
+            self.cache_status = {"cache": "off", "dtype": self.key_dtype}
             return None
         dim = self.embedding_dim(images.shape[1], images.shape[2])
-        if len(images) * dim * 4 > self.cache_cap:
+        dtype = np.dtype(self.key_dtype)
+        size = len(images) * dim * dtype.itemsize
+        self.cache_status = {"cache": "skipped", "dtype": self.key_dtype, "bytes": size, "cap_bytes": self.cache_cap}
+        if size > self.cache_cap:
+            half = "" if self.key_dtype == "float16" else \
+                f", or halve it with --cache-dtype float16 ({size / 2 / 1e9:.2f} GB; outside the float32 reproducibility contract)"
+            self.cache_status["reason"] = (
+                f"target-embedding cache skipped: {len(images)} targets x {dim} {self.key_dtype} = {size / 1e9:.2f} GB "
+                f"exceed the cache cap of {self.cache_cap / 2**30:g} GiB, so the targets are embedded anew at every "
+                f"evaluation (class by class); raise the cap with --cache-cap-gb {math.ceil(size / 2**30)}{half}")
+            log.warning(self.cache_status["reason"])
             return None
-        key = f"{self.net}-{BACKBONE_FILES[self.net][2][:12]}-{self._kernel_path()}-{content_hash(images)[:40]}"
+        key = (f"{self.net}-{BACKBONE_FILES[self.net][2][:12]}-{self._kernel_path()}-{self.key_dtype}-"
+               f"{content_hash(images)[:40]}")
         folder = cache_dir() / "embeddings"
         emb_path, pool_path = folder / f"{key}.emb.npy", folder / f"{key}.pool.npy"
         if emb_path.is_file() and pool_path.is_file():
             try:
                 emb, pooled = np.load(emb_path, mmap_mode="r"), np.load(pool_path)
-                if emb.shape == (len(images), dim) and len(pooled) == len(images):
+                if emb.shape == (len(images), dim) and emb.dtype == dtype and len(pooled) == len(images):
+                    self.cache_status["cache"] = "read"
                     return Embedded(emb, pooled)
             except (OSError, ValueError):
                 pass
         folder.mkdir(parents=True, exist_ok=True)
         tmp = folder / f".{key}.{os.getpid()}.tmp.npy"
-        emb = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.float32, shape=(len(images), dim))
+        emb = np.lib.format.open_memmap(tmp, mode="w+", dtype=dtype, shape=(len(images), dim))
         pools = []
         try:
             for sel, e, p in self._embed_batches(images, np.arange(len(images)), progress, desc):
@@ -205,6 +243,7 @@ class PerceptualDistance:
             os.replace(tmp, emb_path)
         finally:
             tmp.unlink(missing_ok=True)
+        self.cache_status["cache"] = "written"
         return Embedded(np.load(emb_path, mmap_mode="r"), np.load(pool_path))
 
     def _kernel_path(self) -> str:
@@ -282,8 +321,9 @@ class PerceptualDistance:
         """Yield (query idx, key idx, float64 distance block) covering every (query, key) pair of every group.
 
         Queries stream in chunks cut across group boundaries, so small groups (a class's few
-        reconstructions) share forward passes. Pooled features of every embedded image are scattered
-        into `pooled` ("queries", "keys").
+        reconstructions) share forward passes. Without a key cache and with more keys than a key block,
+        groups are taken bin by bin (see the module doc). Pooled features of every embedded image are
+        scattered into `pooled` ("queries", "keys").
         """
         if len(queries) == 0 or len(keys) == 0:
             raise DDCSInputError("cannot compute distances with an empty image set")
@@ -293,16 +333,33 @@ class PerceptualDistance:
         groups = [(np.asarray(q, np.int64), np.asarray(k, np.int64)) for q, k in groups]
         groups = [(q, k) for q, k in groups if len(q) and len(k)]
         key_block = max(1, self.memory_cap // 2 // (dim * 8))
+        batch = embed_batch(dim)
         if key_cache is None and len(keys) <= key_block:
             key_cache = self.embed(keys)
+        query_chunk = max(1, min(4 * self.batch_size, self.memory_cap // 4 // (dim * 8)) // batch) * batch
+        hashes = _image_hashes(queries), _image_hashes(keys)
+        bar = tqdm(total=sum(len(q) for q, _ in groups), desc=f"LPIPS-{self.net} distances", disable=not progress,
+                   unit="img")
         if key_cache is not None:
             pooled["keys"] = np.asarray(key_cache.pooled)
-        batch = embed_batch(dim)
-        query_chunk = max(1, min(4 * self.batch_size, self.memory_cap // 4 // (dim * 8)) // batch) * batch
-        q_hash, k_hash = _image_hashes(queries), _image_hashes(keys)
+            yield from self._stream(queries, keys, groups, key_cache.emb, key_block, query_chunk, hashes, pooled, bar)
+        else:
+            for part in _bins(groups, max(key_block, batch)):
+                k_idx = np.unique(np.concatenate([k for _, k in part]))
+                held = None
+                if len(k_idx) <= max(key_block, batch):
+                    k = self.embed(keys, k_idx)
+                    _scatter(pooled, "keys", k_idx, k.pooled, len(keys))
+                    held = _Rows(k.emb, k_idx, len(keys))
+                yield from self._stream(queries, keys, part, held, key_block, query_chunk, hashes, pooled, bar)
+        bar.close()
+
+    def _stream(self, queries, keys, groups, key_emb, key_block: int, query_chunk: int, hashes, pooled: dict, bar):
+        """The search over `groups`: query chunks x key blocks; keys from `key_emb` (rows by key index) or,
+        when None, embedded per block. Key embeddings are rounded to `key_dtype` either way."""
+        q_hash, k_hash = hashes
         order = np.concatenate([q for q, _ in groups]) if groups else np.zeros(0, np.int64)
         owner = np.concatenate([np.full(len(q), g) for g, (q, _) in enumerate(groups)]) if groups else order
-        bar = tqdm(total=len(order), desc=f"LPIPS-{self.net} distances", disable=not progress, unit="img")
         for qc in range(0, len(order), query_chunk):
             chunk, chunk_owner = order[qc:qc + query_chunk], owner[qc:qc + query_chunk]
             q = self.embed(queries, chunk)
@@ -316,19 +373,44 @@ class PerceptualDistance:
                 q_emb, q_sq = q_all[sel].double(), q_sq_all[sel]
                 for kb in range(0, len(k_all), key_block):
                     k_idx = k_all[kb:kb + key_block]
-                    if key_cache is not None:
-                        k_np = np.ascontiguousarray(key_cache.emb[k_idx])
+                    if key_emb is not None:
+                        k_np = np.ascontiguousarray(key_emb[k_idx])
                     else:
                         k = self.embed(keys, k_idx)
                         k_np = k.emb
                         _scatter(pooled, "keys", k_idx, k.pooled, len(keys))
-                    k_emb = torch.from_numpy(k_np).to(self.device)
+                    k_emb = torch.from_numpy(k_np.astype(self.key_dtype, copy=False).astype(np.float32, copy=False)).to(self.device)
                     d = q_sq[:, None] + _squared_norms(k_emb)[None, :] - 2.0 * (q_emb @ k_emb.double().T)
                     d = d.clamp_min_(0).cpu().numpy()
                     d[q_hash[q_idx][:, None] == k_hash[k_idx][None, :]] = 0.0  # identical images: exactly 0
                     yield q_idx, k_idx, d
             bar.update(len(chunk))
-        bar.close()
+
+
+class _Rows:
+    """Embeddings of some keys, indexed by key index (`rows[k_idx]`), for a bin's keys held in memory."""
+
+    def __init__(self, emb: np.ndarray, k_idx: np.ndarray, n_keys: int) -> None:
+        self.emb = emb
+        self.at = np.full(n_keys, -1, np.int64)
+        self.at[k_idx] = np.arange(len(k_idx))
+
+    def __getitem__(self, k_idx: np.ndarray) -> np.ndarray:
+        return self.emb[self.at[k_idx]]
+
+
+def _bins(groups: list[IndexGroup], key_limit: int) -> list[list[IndexGroup]]:
+    """Consecutive groups packed while their keys fit `key_limit` (a group larger than that gets a bin alone)."""
+    bins: list[list[IndexGroup]] = []
+    count = 0
+    for group in groups:
+        if bins and count + len(group[1]) <= key_limit:
+            bins[-1].append(group)
+            count += len(group[1])
+        else:
+            bins.append([group])
+            count = len(group[1])
+    return bins
 
 
 def _squared_norms(emb: torch.Tensor) -> torch.Tensor:
