@@ -45,6 +45,12 @@ def _add_evaluate(sub) -> None:
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1 ...")
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--memory-cap-gb", type=float, default=2.0, help="memory for embedding blocks")
+    p.add_argument("--cache-cap-gb", type=float, default=8.0,
+                   help="largest target-embedding cache kept on disk, GiB (default 8; larger sets are embedded "
+                        "anew at every evaluation, and the report says so)")
+    p.add_argument("--cache-dtype", choices=["float32", "float16"], default="float32",
+                   help="precision of the target embeddings, cached or not: float16 halves the cache at ~1e-4 "
+                        "relative error on d_tar (outside the float32 reproducibility contract; recorded)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--quiet", action="store_true", help="no progress bars")
 
@@ -233,6 +239,13 @@ def _add_bench(sub) -> None:
     d.add_argument("--classes", type=int, default=8, help="classes inverted")
     d.add_argument("--steps", type=int, default=10, help="optimisation steps per inversion chunk")
     d.add_argument("--eval-classes", type=int, default=8, help="classes of the synthetic evaluation (10+10 each)")
+    m = bsub.add_parser("embed", help="images/s of our LPIPS embedding vs a bare torchvision backbone forward "
+                                      "(CPU, and CUDA when available), interleaved")
+    m.add_argument("--net", choices=["alex", "vgg"], default="vgg")
+    m.add_argument("--size", type=int, default=256)
+    m.add_argument("--n", type=int, default=16, help="images per timed rep")
+    m.add_argument("--reps", type=int, default=3, help="interleaved reps per side (the median is reported)")
+    m.add_argument("--device", default="auto", help="auto: the CPU, and CUDA when available")
     g = bsub.add_parser("generator", help="images/s of an imported StyleGAN2-ADA paper256 generator (CPU, and CUDA)")
     g.add_argument("--batch-size", type=int, default=2, help="batch on the CPU (CUDA uses at least 16)")
     g.add_argument("--seconds", type=float, default=20.0, help="time budget per device")
@@ -242,7 +255,11 @@ def _add_bench(sub) -> None:
 def _run_bench(args) -> int:
     from ddcs_core import bench
 
-    if args.what == "generator":
+    if args.what == "embed":
+        from ddcs_core.bench_embed import embed_bench
+
+        out = embed_bench(args.net, args.size, args.n, args.reps, args.device)
+    elif args.what == "generator":
         from ddcs_core.bench_generator import generator_bench
 
         out = generator_bench(args.batch_size, args.seconds, args.device)
