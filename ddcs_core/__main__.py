@@ -49,7 +49,7 @@ def _add_evaluate(sub) -> None:
                    help="largest target-embedding cache kept on disk, GiB (default 8; larger sets are embedded "
                         "anew at every evaluation, and the report says so)")
     p.add_argument("--cache-dtype", choices=["float32", "float16"], default="float32",
-                   help="precision of the target embeddings, cached or not: float16 halves the cache at ~1e-4 "
+                   help="precision of the target embeddings, cached or not: float16 halves the cache at under 1e-4 "
                         "relative error on d_tar (outside the float32 reproducibility contract; recorded)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--quiet", action="store_true", help="no progress bars")

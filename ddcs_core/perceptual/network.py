@@ -84,13 +84,29 @@ class LPIPSNetwork(nn.Module):
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         self.check_size(x.shape[-2], x.shape[-1])
         h = (x - self.shift) / self.scale
-        parts = []
-        for i, stage in enumerate(self.stages):
+        taps = []
+        for stage in self.stages:
             h = stage(h)
-            coef = getattr(self, f"sqrt_w{i}") / (h.shape[-2] * h.shape[-1]) ** 0.5
-            norm = torch.linalg.vector_norm(h, dim=1, keepdim=True) + _EPS
-            parts.append(torch.mul(h, coef).div_(norm).flatten(1))
-        return torch.cat(parts, dim=1), h.mean(dim=(2, 3))
+            taps.append(h)
+        if torch.is_grad_enabled():
+            parts = [torch.mul(t, self._coef(i, t)).div_(self._norm(t)).flatten(1) for i, t in enumerate(taps)]
+            return torch.cat(parts, dim=1), h.mean(dim=(2, 3))
+        # inference: each scaled tap is written straight into its slice of the embedding (no concatenation
+        # copy), with the same operations in the same order, so the numbers are those of the path above
+        out = h.new_empty(len(h), sum(t[0].numel() for t in taps))
+        start = 0
+        for i, t in enumerate(taps):
+            part = out[:, start:start + t[0].numel()].view(t.shape)
+            torch.mul(t, self._coef(i, t), out=part).div_(self._norm(t))
+            start += t[0].numel()
+        return out, h.mean(dim=(2, 3))
+
+    def _coef(self, i: int, tap: torch.Tensor) -> torch.Tensor:
+        return getattr(self, f"sqrt_w{i}") / (tap.shape[-2] * tap.shape[-1]) ** 0.5
+
+    @staticmethod
+    def _norm(tap: torch.Tensor) -> torch.Tensor:
+        return torch.linalg.vector_norm(tap, dim=1, keepdim=True) + _EPS
 
     def embed(self, x: torch.Tensor) -> torch.Tensor:
         """Differentiable embedding only, for geometry (Hessian-vector products)."""
