@@ -78,7 +78,7 @@ def test_class_by_class_streaming_equals_in_memory_search(monkeypatch):
     ref = roomy.nearest(recon, targets, groups)
     forwarded = []
     real = tight.model.forward
-    monkeypatch.setattr(tight.model, "forward", lambda x: forwarded.append(len(x)) or real(x))
+    monkeypatch.setattr(tight.model, "forward", lambda x, **kw: forwarded.append(len(x)) or real(x, **kw))
     got = tight.nearest(recon, targets, groups)
     np.testing.assert_array_equal(got.index, ref.index)
     np.testing.assert_array_equal(got.second_index, ref.second_index)
@@ -91,3 +91,14 @@ def test_class_by_class_streaming_equals_in_memory_search(monkeypatch):
     # (10 keys, 18 queries): 1+1, 1+4, 1+2 passes of 16; every image but class 2's targets is embedded once
     # (block by block over everything, chunks of 16 queries re-embedded the keys of every class they touched: 17 passes)
     assert forwarded == [16] * 10
+
+
+def test_bench_embed_reports_both_sides_and_their_ratio():
+    from ddcs_core.bench_embed import embed_bench
+
+    out = embed_bench("alex", 64, n=8, reps=1, device="cpu")
+    (cpu,) = out["results"]
+    assert cpu["device"] == "cpu" and cpu["batch"] == 64 and cpu["passes"] == 1
+    assert cpu["ours_images_per_s"] > 0 and cpu["bare_images_per_s"] > 0
+    assert cpu["ratio"] == pytest.approx(cpu["ours_images_per_s"] / cpu["bare_images_per_s"], rel=1e-2)
+    assert [len(v) for v in cpu["seconds"].values()] == [1, 1, 1]

@@ -81,7 +81,8 @@ class LPIPSNetwork(nn.Module):
         if min(height, width) < MIN_SIZE[self.net]:
             raise DDCSInputError(f"images of {height}x{width} are too small for LPIPS-{self.net} (needs at least {MIN_SIZE[self.net]} px); pass --size")
 
-    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def forward(self, x: torch.Tensor, out: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """`out`, when given (inference only): a (N, D) float32 tensor the embeddings are written into."""
         self.check_size(x.shape[-2], x.shape[-1])
         h = (x - self.shift) / self.scale
         taps = []
@@ -93,7 +94,8 @@ class LPIPSNetwork(nn.Module):
             return torch.cat(parts, dim=1), h.mean(dim=(2, 3))
         # inference: each scaled tap is written straight into its slice of the embedding (no concatenation
         # copy), with the same operations in the same order, so the numbers are those of the path above
-        out = h.new_empty(len(h), sum(t[0].numel() for t in taps))
+        if out is None:
+            out = h.new_empty(len(h), sum(t[0].numel() for t in taps))
         start = 0
         for i, t in enumerate(taps):
             part = out[:, start:start + t[0].numel()].view(t.shape)

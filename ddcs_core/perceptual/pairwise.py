@@ -162,16 +162,22 @@ class PerceptualDistance:
         return self._dims[height, width]
 
     @torch.no_grad()
-    def _embed_batches(self, images, idx: np.ndarray, progress: bool, desc: str):
-        """Forward passes of exactly embed_batch(dim) images, the last one padded with zeros (see the module doc)."""
+    def _embed_batches(self, images, idx: np.ndarray, progress: bool, desc: str, out: np.ndarray | None = None):
+        """Forward passes of exactly embed_batch(dim) images, the last one padded with zeros (see the module doc).
+
+        With `out` (float32, len(idx) rows) on the CPU, full passes write their embeddings straight into
+        its rows (no copy); the yielded embeddings are then views of `out`."""
         size = embed_batch(self.embedding_dim(*_hw(images))) if len(idx) else 1
         for start in tqdm(range(0, len(idx), size), desc=desc, disable=not progress, leave=False, unit="batch"):
             sel = idx[start:start + size]
             x = to_model_input(images[sel], self.device)
             if len(sel) < size:
                 x = torch.cat([x, x.new_zeros((size - len(sel), *x.shape[1:]))])
+            into = None
+            if out is not None and len(sel) == size and self.device.type == "cpu":
+                into = torch.from_numpy(out[start:start + size])
             with _full_float32(self.device):
-                emb, pooled = self.model(x)
+                emb, pooled = self.model(x) if into is None else self.model(x, out=into)
             yield sel, emb[:len(sel)], pooled[:len(sel)]
 
     def embed(self, images, idx: np.ndarray | None = None, progress: bool = False, desc: str = "embed") -> Embedded:
@@ -186,13 +192,18 @@ class PerceptualDistance:
             Embedded: `emb` (n, D), whose squared L2 distances are LPIPS, and `pooled` (n, C) backbone features.
         """
         idx = np.arange(len(images)) if idx is None else np.asarray(idx)
-        embs, pools = [], []
-        for _, emb, pooled in self._embed_batches(images, idx, progress, desc):
-            embs.append(emb.float().cpu().numpy())
-            pools.append(pooled.float().cpu().numpy())
-        if not embs:
+        if len(idx) == 0:
             return Embedded(np.zeros((0, 0), np.float32), np.zeros((0, 0), np.float32))
-        return Embedded(np.concatenate(embs), np.concatenate(pools))
+        embs = np.empty((len(idx), self.embedding_dim(*_hw(images))), np.float32)
+        pools = []
+        start = 0
+        for sel, emb, pooled in self._embed_batches(images, idx, progress, desc, out=embs):
+            rows = embs[start:start + len(sel)]
+            if emb.device.type != "cpu" or emb.data_ptr() != rows.ctypes.data:  # not written in place
+                rows[...] = emb.float().cpu().numpy()
+            pools.append(pooled.float().cpu().numpy())
+            start += len(sel)
+        return Embedded(embs, np.concatenate(pools))
 
     def embed_cached(self, images: np.ndarray, progress: bool = False, desc: str = "embed targets") -> Embedded | None:
         """Embeddings of a whole set from the on-disk cache (memory-mapped, stored as `key_dtype`), computing
