@@ -7,6 +7,7 @@ import json
 import logging
 import sys
 import time
+from pathlib import Path
 
 from ddcs_core.errors import DDCSInputError
 from ddcs_core.generator_cli import add_generator, run_generator
@@ -238,6 +239,34 @@ def _run_run(args) -> int:
     return 0
 
 
+def _add_sweep(sub) -> None:
+    p = sub.add_parser("sweep", help="a study over methods x λ x seeds: one run per point, table and trade-off plots")
+    p.add_argument("--config", required=True, help="sweep YAML, e.g. assets/configs/sweep-demo.yaml")
+    p.add_argument("--runs", default="runs", help="run store folder (default runs); the sweep folder is <runs>/<name>")
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1 ...")
+    p.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE", dest="overrides",
+                   help="change one experiment value for every point, e.g. --set transfer.steps=100 (repeatable)")
+    p.add_argument("--report-only", action="store_true",
+                   help="only (re)write the table and plots from the points finished so far")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+
+
+def _run_sweep(args) -> int:
+    from ddcs_core.sweep import load_sweep, run_sweep, write_outputs
+
+    t = time.perf_counter()
+    sweep = load_sweep(args.config, args.overrides)
+    folder = Path(args.runs) / sweep.name
+    if args.report_only:
+        write_outputs(folder, args.runs)
+    else:
+        run_sweep(sweep, args.runs, args.device, progress=not args.quiet)
+    print((folder / "table.md").read_text())
+    print(f"sweep {folder} written in {time.perf_counter() - t:.1f} s this session "
+          f"(table.csv, table.md, tradeoff.png, tradeoff.html)")
+    return 0
+
+
 def _add_reproduce(sub) -> None:
     p = sub.add_parser("reproduce", help="the reproduction table of an experiment run (text and markdown)")
     p.add_argument("--run", required=True, nargs="+",
@@ -313,6 +342,7 @@ COMMANDS = {
     "data": (_add_data, _run_data),
     "bench": (_add_bench, _run_bench),
     "run": (_add_run, _run_run),
+    "sweep": (_add_sweep, _run_sweep),
     "reproduce": (_add_reproduce, _run_reproduce),
     "victim": (_add_victim, _run_victim),
     "generator": (add_generator, run_generator),
