@@ -43,7 +43,10 @@ def _front(means: list[dict], metric: str) -> list[dict]:
 
 def hover(p: dict) -> str:
     """A point's hover text: method, λ, seed and its numbers."""
-    parts = [f"<b>{p['method']}</b> λ={p['lam']:g}" + (f" seed {p['seed']}" if "seed" in p else f" (mean of {p['n']})")]
+    head = f"<b>{p['method']}</b>"
+    if "lam" in p:
+        head += f" λ={p['lam']:g}" + (f" seed {p['seed']}" if "seed" in p else f" (mean of {p['n']} seeds)")
+    parts = [head]
     for key, label, pct in (("gen_fid", "FID", False), ("victim_confidence", "victim conf.", True),
                             ("victim_entropy", "victim entropy", False), ("acc1", "attack acc", True),
                             ("ddcs", "DDCS", False), ("coverage", "coverage", True)):
@@ -90,7 +93,7 @@ def plotly_figure(results: dict):
             fig.add_trace(go.Scatter(
                 x=[ref[metric]], y=[ref["gen_fid"]], mode="markers", name="pre-trained", legendgroup="ref",
                 showlegend=first, marker={"color": "black", "symbol": "star", "size": 14},
-                customdata=[[ref["run"]]], text=[hover({**ref, "method": "pre-trained", "lam": 0, "n": 1})],
+                customdata=[[ref["run"]]], text=[hover({**ref, "method": "pre-trained"})],
                 hovertemplate="%{text}<extra></extra>"), row=1, col=c)
         fig.update_xaxes(title_text=title, row=1, col=c)
     fig.update_yaxes(title_text="generator FID ↓", row=1, col=1)
