@@ -91,3 +91,34 @@ def test_sweep_config_errors(tmp_path):
     spec = {k: v for k, v in SWEEP.items() if k != "experiment"}
     with pytest.raises(DDCSInputError, match="not found"):
         load_sweep(write(tmp_path, {**spec, "base": "missing.yaml"}))
+
+
+def test_shipped_sweep_configs_load():
+    from pathlib import Path
+
+    folder = Path(__file__).resolve().parents[1] / "assets" / "configs"
+    demo = load_sweep(folder / "sweep-demo.yaml")
+    points = demo.points()
+    assert len(points) == 18 and not demo.invert and len(demo.seeds) >= 3
+    assert {p.config.transfer.common.steps for p in points} == {300}
+    none = [p for p in points if p.method.name == "ngd-ref-none"][0].config.transfer.common
+    assert (none.projection, none.ngd_scale) == ("reference", "none")
+    paper = load_sweep(folder / "sweep-paper.yaml")
+    assert paper.invert and len(paper.seeds) >= 3 and len(paper.points()) == 110
+    assert {m.name for m in paper.methods} >= {"entropy", "ngd-ref-spectral", "ngd-ref-none", "ngd-damped"}
+    tuned = load_sweep(folder / "sweep-demo.yaml", ["transfer.steps=20"])
+    assert {p.config.transfer.common.steps for p in tuned.points()} == {20}
+
+
+def test_sweep_with_inversion_reports_pool_metrics(world, tmp_path, monkeypatch):  # noqa: F811
+    monkeypatch.setitem(worlds.WORLD_LOADERS, "demo", lambda config, device, progress=True: world)
+    spec = {**SWEEP, "methods": SWEEP["methods"][:1], "lams": [0.1], "invert": True}
+    folder = run_sweep(load_sweep(write(tmp_path, spec)), tmp_path / "runs", device="cpu", log=lambda m: None)
+    results = sweep_results(folder)
+    assert [p["seed"] for p in results["points"]] == [0, 1]
+    for row in [*results["points"], results["reference"]]:
+        assert 0 <= row["ddcs"] <= 1 and 0 <= row["acc1"] <= 1 and "coverage" in row  # None: 1 per class < k
+    assert results["means"][0]["n"] == 2 and "Attack acc@1" in (folder / "table.md").read_text()
+    from ddcs_core.sweep_plots import panels
+
+    assert [m for m, _ in panels(results)] == ["victim_confidence", "acc1", "ddcs"]
