@@ -243,19 +243,26 @@ def _add_sweep(sub) -> None:
     p = sub.add_parser("sweep", help="a study over methods x λ x seeds: one run per point, table and trade-off plots")
     p.add_argument("--config", required=True, help="sweep YAML, e.g. assets/configs/sweep-demo.yaml")
     p.add_argument("--runs", default="runs", help="run store folder (default runs); the sweep folder is <runs>/<name>")
+    p.add_argument("--name", help="sweep name (default: the file's); names its folder and its points' runs")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1 ...")
     p.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE", dest="overrides",
-                   help="change one experiment value for every point, e.g. --set transfer.steps=100 (repeatable)")
+                   help="change one experiment value for every point, e.g. --set transfer.steps=100 (repeatable; "
+                        "with --name, as runs of the same name must keep their config)")
     p.add_argument("--report-only", action="store_true",
                    help="only (re)write the table and plots from the points finished so far")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
 
 
 def _run_sweep(args) -> int:
+    from dataclasses import replace
+
+    from ddcs_core.runs import check_name
     from ddcs_core.sweep import load_sweep, run_sweep, write_outputs
 
     t = time.perf_counter()
     sweep = load_sweep(args.config, args.overrides)
+    if args.name:
+        sweep = replace(sweep, name=check_name(args.name, "sweep"))
     folder = Path(args.runs) / sweep.name
     if args.report_only:
         write_outputs(folder, args.runs)
