@@ -248,15 +248,13 @@ def run_sweep(sweep: Sweep, runs_dir: str | Path, device: str = "auto", progress
     reference = sweep.reference_config()
     world = load_world(reference.world, resolve_device(device), progress)
     quiet = lambda m: None  # noqa: E731 - the sweep logs per point
-    log(f"[sweep] {sweep.reference_run}: {', '.join(sweep.reference_steps())}")
-    open_experiment(reference, world, runs_dir, sweep.reference_run, device, progress, quiet).run_all(
-        only=sweep.reference_steps())
     points = sweep.points()
-    for i, point in enumerate(points):
-        exp = open_experiment(point.config, world, runs_dir, point.run, device, progress, quiet)
-        steps = sweep.point_steps(point)
+    jobs = [(reference, sweep.reference_run, sweep.reference_steps(), "reference")]
+    jobs += [(p.config, p.run, sweep.point_steps(p), f"point {i + 1}/{len(points)}") for i, p in enumerate(points)]
+    for config, run, steps, label in jobs:
+        exp = open_experiment(config, world, runs_dir, run, device, progress, quiet)
         todo = [s for s in steps if not exp.graph.ledger.done(s)]
-        log(f"[sweep] point {i + 1}/{len(points)} {point.run}: " + (f"running {', '.join(todo)}" if todo else "done before"))
+        log(f"[sweep] {label} {run}: " + (f"running {', '.join(todo)}" if todo else "done before"))
         exp.run_all(only=steps)
     write_outputs(folder, runs_dir)
     log(f"[sweep] {folder}: table.csv, table.md, tradeoff.png, tradeoff.html")
