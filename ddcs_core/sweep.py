@@ -238,6 +238,7 @@ def run_sweep(sweep: Sweep, runs_dir: str | Path, device: str = "auto", progress
               log: Callable[[str], None] = print) -> Path:
     """Every point not yet done (the reference first), then the table and plots; the sweep folder."""
     from ddcs_core.experiment import open_experiment
+    from ddcs_core.jobs import exclusive_job
     from ddcs_core.perceptual import resolve_device
     from ddcs_core.worlds import load_world
 
@@ -255,7 +256,8 @@ def run_sweep(sweep: Sweep, runs_dir: str | Path, device: str = "auto", progress
         exp = open_experiment(config, world, runs_dir, run, device, progress, quiet)
         todo = [s for s in steps if not exp.graph.ledger.done(s)]
         log(f"[sweep] {label} {run}: " + (f"running {', '.join(todo)}" if todo else "done before"))
-        exp.run_all(only=steps)
+        with exclusive_job(exp.run, "sweep (CLI)", {"sweep": sweep.name, "steps": ",".join(steps), "device": device}):
+            exp.run_all(only=steps)  # under the app's job lock: never two jobs on one run
     write_outputs(folder, runs_dir)
     log(f"[sweep] {folder}: table.csv, table.md, tradeoff.png, tradeoff.html")
     return folder

@@ -8,6 +8,7 @@ import yaml
 
 import ddcs_core.experiment as experiment_module
 from ddcs_core import worlds
+from ddcs_core.__main__ import main
 from ddcs_core.errors import DDCSInputError
 from ddcs_core.sweep import load_sweep, run_sweep, sweep_results
 from tests.test_experiment import CONFIG, world  # noqa: F401 - the tiny world fixture
@@ -74,6 +75,9 @@ def test_sweep_writes_table_and_plots_and_resumes_point_by_point(world, tmp_path
     for r in means:
         assert float(r["gen_fid_lo"]) <= float(r["gen_fid"]) <= float(r["gen_fid_hi"])
     assert rows[0]["row"] == "reference" and float(rows[0]["gen_fid"]) > 0
+    assert json.loads((runs / points[-1].run / "job.json").read_text())["state"] == "done"  # the app sees it
+    (folder / "table.md").unlink()
+    assert main(["sweep", "--config", str(tmp_path / "sweep.yaml"), "--runs", str(runs), "--report-only"]) == 0
     results = sweep_results(folder)
     assert all(p["grid"].endswith(f"{p['mode']}.png") for p in results["points"])
     assert "95 % bootstrap" in (folder / "table.md").read_text()
