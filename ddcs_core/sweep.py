@@ -32,6 +32,7 @@ import csv
 import io
 import json
 import math
+import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -252,7 +253,9 @@ def run_sweep(sweep: Sweep, runs_dir: str | Path, device: str = "auto", progress
     points = sweep.points()
     jobs = [(reference, sweep.reference_run, sweep.reference_steps(), "reference")]
     jobs += [(p.config, p.run, sweep.point_steps(p), f"point {i + 1}/{len(points)}") for i, p in enumerate(points)]
+    shared = Path(runs_dir) / sweep.reference_run / "targets.npz"
     for config, run, steps, label in jobs:
+        _link_targets(shared, Path(runs_dir) / run)
         exp = open_experiment(config, world, runs_dir, run, device, progress, quiet)
         todo = [s for s in steps if not exp.graph.ledger.done(s)]
         log(f"[sweep] {label} {run}: " + (f"running {', '.join(todo)}" if todo else "done before"))
@@ -261,6 +264,17 @@ def run_sweep(sweep: Sweep, runs_dir: str | Path, device: str = "auto", progress
     write_outputs(folder, runs_dir)
     log(f"[sweep] {folder}: table.csv, table.md, tradeoff.png, tradeoff.html")
     return folder
+
+
+def _link_targets(shared: Path, run: Path) -> None:
+    """A point's targets.npz as a hard link to the reference's (36 MB saved per point on the demo world;
+    files are replaced, never modified, so the link is safe); where links fail the run writes its own."""
+    if shared.is_file() and not (run / "targets.npz").exists():
+        run.mkdir(parents=True, exist_ok=True)
+        try:
+            os.link(shared, run / "targets.npz")
+        except OSError:
+            pass
 
 
 # reading the points back ------------------------------------------------------------------------------

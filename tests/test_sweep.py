@@ -76,6 +76,8 @@ def test_sweep_writes_table_and_plots_and_resumes_point_by_point(world, tmp_path
         assert float(r["gen_fid_lo"]) <= float(r["gen_fid"]) <= float(r["gen_fid_hi"])
     assert rows[0]["row"] == "reference" and float(rows[0]["gen_fid"]) > 0
     assert json.loads((runs / points[-1].run / "job.json").read_text())["state"] == "done"  # the app sees it
+    shared = (runs / "tiny-sweep.pretrained" / "targets.npz").stat()
+    assert (runs / points[-1].run / "targets.npz").stat().st_ino == shared.st_ino  # one copy of the targets
     (folder / "table.md").unlink()
     assert main(["sweep", "--config", str(tmp_path / "sweep.yaml"), "--runs", str(runs), "--report-only"]) == 0
     results = sweep_results(folder)
