@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 export DDCS_DATA ?= $(abspath ../shared/datasets)
 
-.PHONY: setup test run bench bench-app claims screenshots chromium clean
+.PHONY: setup test run bench bench-app claims screenshots chromium clean ship-run
 
 setup: $(STAMP)
 
@@ -23,8 +23,12 @@ chromium:
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver >/dev/null; } || \
 	  echo "no chromium: the browser test will be skipped"
 
+# Then the determinism tests again on the AVX2 kernel path, so a machine difference cannot hide
+# (README "Reproducibility contract"); ATEN_CPU_CAPABILITY was measured not to change a number.
+AVX2_PATH := ONEDNN_MAX_CPU_ISA=AVX2 MKL_ENABLE_INSTRUCTIONS=AVX2
 test: $(STAMP) chromium
 	$(PY) -m pytest -q -n 2 tests
+	$(AVX2_PATH) $(PY) -m pytest -q -n 2 tests/test_reproducibility.py tests/test_perceptual.py
 
 run: $(STAMP)
 	$(PY) app.py --runs runs --demo
@@ -32,6 +36,11 @@ run: $(STAMP)
 # Every run behind the README's attack tables (runs/demo and runs-sweep/), then the tables.
 claims: $(STAMP)
 	PY=$(PY) bash benchmarks/claims.sh
+
+# The shipped demo run (checkpoints/demo-run) from a fresh demo attack (resumable), or FROM=a finished run.
+ship-run: $(STAMP)
+	$(PY) -m ddcs_core demo ship-run $(if $(FROM),--from $(FROM))
+	$(PY) -m ddcs_core demo check --run
 
 bench-app: $(STAMP)
 	$(PY) benchmarks/bench_app.py --browser

@@ -1,7 +1,8 @@
 """DDCS Explorer: `python app.py --runs DIR` serves the app over a run store (http://127.0.0.1:7860).
 
-`--demo` also makes sure the store holds the demo attack run: created on first start from the shipped
-world and attacked in the background (its pools appear as they finish), resumed if it was interrupted.
+`--demo` also makes sure the store holds the demo attack run: on first start the shipped, precomputed run
+(checkpoints/demo-run, sha256-verified) is installed; without it, the run is created on the shipped world
+and attacked in the background (its pools appear as they finish), resumed if it was interrupted.
 Bound to another address than this machine, the app needs a login (DDCS_AUTH, --auth-file or --auth)
 or an explicit --insecure-no-auth; see README "Security model".
 """
@@ -41,7 +42,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="cap on one upload and on what it unpacks to (default: %(default)g)")
     p.add_argument("--device", default="auto", help="device for jobs started from the app: auto, cpu, cuda, cuda:1 ...")
     p.add_argument("--demo", action="store_true",
-                   help="create (first start) or finish the demo attack run on the shipped world in the background")
+                   help="open onto the demo attack run: the shipped, precomputed one on first start (else it is "
+                        "attacked in the background)")
     return p.parse_args(argv)
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import sys
 import time
 from pathlib import Path
@@ -55,6 +56,8 @@ def _run_evaluate(args) -> int:
     fields = EvalConfig.__dataclass_fields__
     config = EvalConfig(**{k: v for k, v in vars(args).items() if k in fields})
     ev = evaluate(args.targets, args.recon, args.out, config, progress=not args.quiet)
+    if ev is None:  # a torchrun rank other than 0: rank 0 wrote and reports
+        return 0
     r = ev.report
     print(json.dumps({k: r[k] for k in ("ddcs", "ddcs_avg", "matched", "matched_fraction", "exact_copies")}
                      | {"coverage": r["prdc"]["coverage"], "fid": r["fid"]["value"], "out": str(args.out)}, indent=2))
@@ -114,9 +117,21 @@ def _add_demo(sub) -> None:
     b.add_argument("--data-root", help="folder holding lfw-deepfunneled/ (default: $DDCS_DATA or ./data)")
     b.add_argument("--only", help="comma-separated steps to run (victim,evaluator,gan), e.g. to train them in "
                                   "parallel processes; export happens once all are done")
-    c = dsub.add_parser("check", help="verify the shipped world against the data and print its figures")
-    c.add_argument("--folder", help="world folder (default checkpoints/demo)")
+    c = dsub.add_parser("check", help="verify the shipped world against the data and print its figures; with "
+                                      "--run, re-evaluate one pool of the shipped demo run instead")
+    c.add_argument("--folder", help="world folder (default checkpoints/demo), or with --run the shipped run's "
+                                    "folder (default checkpoints/demo-run)")
     c.add_argument("--data-root")
+    c.add_argument("--run", action="store_true", help="check the shipped demo run: sha256 of every file, the targets "
+                                                      "rebuilt from LFW, and one pool re-evaluated against its numbers")
+    c.add_argument("--pool", default="vanilla", help="with --run: the pool to re-evaluate (default vanilla)")
+    c.add_argument("--device", default="auto")
+    s = dsub.add_parser("ship-run", help="make the shipped demo run (checkpoints/demo-run): attack with "
+                                         "assets/configs/demo.yaml (resumable), then store the finished run compactly")
+    s.add_argument("--from", dest="source", help="a finished demo run folder to ship instead of attacking again")
+    s.add_argument("--runs", help="run store for the fresh attack (default: work/demo/ship-runs)")
+    s.add_argument("--out", help="where to write it (default checkpoints/demo-run)")
+    s.add_argument("--device", default="auto")
 
 
 def _run_demo(args) -> int:
@@ -124,10 +139,19 @@ def _run_demo(args) -> int:
 
     from ddcs_core import pipeline
 
+    if args.what == "check" and args.run:
+        from ddcs_core import shipped_run
+
+        result = shipped_run.check(Path(args.folder) if args.folder else shipped_run.SHIPPED_RUN, args.pool,
+                                   args.data_root, args.device, progress=True)
+        print(json.dumps(result, indent=2))
+        return 0 if result["ok"] else 1
     if args.what == "check":
         result = pipeline.check(Path(args.folder) if args.folder else pipeline.SHIPPED, args.data_root)
         print(json.dumps(result, indent=2))
         return 0 if result["ok"] else 1
+    if args.what == "ship-run":
+        return _ship_run(args)
     out = Path(args.out) if args.out else pipeline.SHIPPED
     if not args.from_scratch:
         world = pipeline.load_world(out)
@@ -144,6 +168,24 @@ def _run_demo(args) -> int:
         return 0
     figures = pipeline.export(result, out)
     print(json.dumps({"out": str(out), "build_seconds": round(time.perf_counter() - t, 1)} | figures, indent=2))
+    return 0
+
+
+def _ship_run(args) -> int:
+    from pathlib import Path
+
+    from ddcs_core import pipeline, shipped_run
+    from ddcs_core.experiment import DEMO_CONFIG, DEMO_RUN, run_experiment
+
+    t = time.perf_counter()
+    if args.source:
+        source = Path(args.source)
+    else:
+        runs = Path(args.runs) if args.runs else pipeline.work_dir() / "ship-runs"
+        source = run_experiment(DEMO_CONFIG, runs, DEMO_RUN, args.device).path
+    manifest = shipped_run.export_run(source, Path(args.out) if args.out else shipped_run.SHIPPED_RUN)
+    print(json.dumps({"from": str(source), "bytes": manifest["total_bytes"], "files": len(manifest["files"]) + 1,
+                      "made": manifest["made"], "seconds": round(time.perf_counter() - t, 1)}, indent=2))
     return 0
 
 
@@ -184,6 +226,14 @@ def _add_bench(sub) -> None:
     t.add_argument("--k", type=int, default=20, help="eigenpairs of the NGD basis")
     t.add_argument("--refresh-every", type=int, default=10, help="R of the damped projection")
     t.add_argument("--device", default="auto")
+    d = bsub.add_parser("distributed", help="inversion and evaluation throughput, 1 process vs N under torchrun "
+                                            "(CPU: 1 x T threads vs N x T/N; GPUs: 1 vs all)")
+    d.add_argument("--nproc", type=int, help="processes of the distributed setting (default: GPUs, or 2 on the CPU)")
+    d.add_argument("--threads", type=int, help="CPU threads in all (default: torch's, capped at the cores)")
+    d.add_argument("--device", default="auto", help="auto, cpu or cuda (each rank uses cuda:LOCAL_RANK)")
+    d.add_argument("--classes", type=int, default=8, help="classes inverted")
+    d.add_argument("--steps", type=int, default=10, help="optimisation steps per inversion chunk")
+    d.add_argument("--eval-classes", type=int, default=8, help="classes of the synthetic evaluation (10+10 each)")
     g = bsub.add_parser("generator", help="images/s of an imported StyleGAN2-ADA paper256 generator (CPU, and CUDA)")
     g.add_argument("--batch-size", type=int, default=2, help="batch on the CPU (CUDA uses at least 16)")
     g.add_argument("--seconds", type=float, default=20.0, help="time budget per device")
@@ -197,6 +247,11 @@ def _run_bench(args) -> int:
         from ddcs_core.bench_generator import generator_bench
 
         out = generator_bench(args.batch_size, args.seconds, args.device)
+    elif args.what == "distributed":
+        from ddcs_core.bench_distributed import distributed_bench
+
+        out = distributed_bench(args.nproc, args.threads, args.device, args.classes, args.steps,
+                                eval_classes=args.eval_classes)
     elif args.what == "transfer":
         out = bench.transfer_bench(args.steps, args.batch_size, args.k, args.refresh_every, device=args.device)
     elif args.what == "lpips":
@@ -230,7 +285,13 @@ def _run_run(args) -> int:
     only = [s.strip() for s in args.only.split(",") if s.strip()] if args.only else None
     target = RunStore(args.runs).run(args.name or load_config(args.config, args.overrides).name)
     params = {"config": args.config, "only": args.only or "", "overrides": list(args.overrides), "device": args.device}
-    with exclusive_job(target, "run (CLI)", params):  # the same lock as the app's jobs: never two on one run
+    from contextlib import nullcontext
+
+    from ddcs_core import distributed
+
+    # the same lock as the app's jobs: never two on one run (under torchrun rank 0 holds it for all ranks)
+    lock = exclusive_job(target, "run (CLI)", params) if distributed.is_main() else nullcontext()
+    with lock:
         run = run_experiment(args.config, args.runs, args.name, args.device, progress=not args.quiet, only=only,
                              overrides=args.overrides)
     print(to_text(reproduction_table(run)))
@@ -354,6 +415,7 @@ COMMANDS = {
     "victim": (_add_victim, _run_victim),
     "generator": (add_generator, run_generator),
 }
+DISTRIBUTED_COMMANDS = ("run", "evaluate")  # the ones that share their work over torchrun's ranks
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -367,7 +429,19 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s: %(message)s")
+    from ddcs_core import distributed
+
     try:
+        if distributed.launched():  # torchrun: one process per device; rank 0 alone writes and prints
+            if args.command not in DISTRIBUTED_COMMANDS:
+                raise DDCSInputError(f"`{args.command}` does not run under torchrun; "
+                                     f"launch one of {', '.join(DISTRIBUTED_COMMANDS)} with it, or run it plainly")
+            _, device = distributed.setup(getattr(args, "device", "auto"))
+            if hasattr(args, "device"):
+                args.device = device
+            if not distributed.is_main():
+                args.quiet = True
+                sys.stdout = open(os.devnull, "w")
         return COMMANDS[args.command][1](args)
     except DDCSInputError as exc:  # the user's mistake: one line
         print(f"error: {exc}", file=sys.stderr)
@@ -379,6 +453,8 @@ def main(argv: list[str] | None = None) -> int:
         logging.getLogger("ddcs_core").exception("internal error (a bug, not your input); please report it with "
                                                  "this traceback")
         return 1
+    finally:
+        distributed.teardown()
 
 
 if __name__ == "__main__":

@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 
 import ddcs_core
-from ddcs_core import atomic
+from ddcs_core import atomic, distributed
 from ddcs_core.data import official_prep
 from ddcs_core.data.images import ImageSet, Limits, load_images
 from ddcs_core.data.transforms import RESIZE_POLICIES
@@ -29,7 +29,9 @@ from ddcs_core.errors import DDCSInputError
 from ddcs_core.features import FID_INCEPTION_NAME, classifier_outputs, find_inception_weights, inception_features
 from ddcs_core.metrics import ddcs_from_assignment, fid, knn_distance, prdc_per_class, topk_accuracy
 from ddcs_core.metrics.ddcs import DDCSResult
+from ddcs_core.metrics.ties import near_ties
 from ddcs_core.perceptual import PerceptualDistance
+from ddcs_core.perceptual.pairwise import Nearest
 
 log = logging.getLogger(__name__)
 
@@ -145,6 +147,8 @@ class Evaluation:
     assigned: np.ndarray
     assigned_dist: np.ndarray
     notes: list[str] = field(default_factory=list)
+    closest: np.ndarray | None = None  # per target: its group's nearest reconstruction, assigned or not (-1: none)
+    closest_dist: np.ndarray | None = None
 
 
 def align_classes(targets: ImageSet, recon: ImageSet, skip_unknown: bool) -> tuple[ImageSet, np.ndarray, list[str]]:
@@ -190,7 +194,7 @@ def _load_pair(targets_path, recon_path, profile: dict, progress: bool,
 
 
 def evaluate_sets(targets: ImageSet, recon: ImageSet, config: EvalConfig, progress: bool = False,
-                  notes: list[str] | None = None) -> Evaluation:
+                  notes: list[str] | None = None) -> Evaluation | None:
     """All metrics of `recon` against `targets` (both already at the evaluation size).
 
     Nothing is written: `evaluate` is this plus loading and writing.
@@ -203,7 +207,8 @@ def evaluate_sets(targets: ImageSet, recon: ImageSet, config: EvalConfig, progre
         notes: notes to carry into the report (e.g. from loading).
 
     Returns:
-        The Evaluation (report dict, DDCSResult, assignments).
+        The Evaluation (report dict, DDCSResult, assignments); under torchrun the nearest-target search
+        is shared out over the ranks and rank 0 alone gets the Evaluation (the others get None).
 
     Raises:
         DDCSInputError: a bad config, reconstruction classes absent from the targets (unless
@@ -223,8 +228,9 @@ def evaluate_sets(targets: ImageSet, recon: ImageSet, config: EvalConfig, progre
     else:
         groups = [(np.flatnonzero(recon_labels == c), np.flatnonzero(targets.labels == c))
                   for c in np.unique(recon_labels)]
-    key_cache = metric.embed_cached(targets.images, progress=progress)
-    near = metric.nearest(recon.images, targets.images, groups, key_cache=key_cache, progress=progress)
+    near, split = _nearest(metric, targets, recon, groups, progress)
+    if near is None:  # a torchrun rank other than 0: its share of the search is with rank 0
+        return None
     t_lpips = time.perf_counter() - t0
     result = ddcs_from_assignment(near.index, near.distance, len(targets))
 
@@ -257,18 +263,63 @@ def evaluate_sets(targets: ImageSet, recon: ImageSet, config: EvalConfig, progre
         "matched_fraction": result.matched_fraction,
         "exact_copies": result.n_exact_copies,
         "exact_copy_targets": [targets.paths[i] for i in np.flatnonzero(result.exact_copy)],
+        "near_ties": near_ties(near.distance, near.index, near.second, near.second_index),
         "prdc": {"k": config.nearest_k, "mode": profile["prdc_mode"], "features": feats_name, **prdc},
         "fid": {"value": fid_value, "features": feats_name},
         **eval_block,
         "config": asdict(config),
         "device": str(metric.device),
+        "distributed": distributed.context().describe(split),
         "seed": config.seed,
         "versions": _versions(),
         "timing_s": {"lpips_search": round(t_lpips, 3), "total": round(time.perf_counter() - t0, 3)},
         "notes": notes,
         "warnings": warnings,
     }
-    return Evaluation(report, result, targets, recon, near.index, near.distance, notes)
+    return Evaluation(report, result, targets, recon, near.index, near.distance, notes, near.key_index,
+                      near.key_distance)
+
+
+def _nearest(metric: PerceptualDistance, targets: ImageSet, recon: ImageSet, groups: list, progress: bool):
+    """The nearest-target search; under torchrun each rank searches its share and the results are merged.
+
+    Class-conditional groups are shared out by cost (queries x keys), class-agnostic search splits the
+    queries; each rank embeds only the images of its groups (no target cache, which would make every
+    rank embed every target), so embeddings stay where they were made and only per-query results and
+    pooled features travel to rank 0. Returns the Nearest (None on the other ranks) and how the work
+    was split.
+    """
+    ctx = distributed.context()
+    if not ctx.active:
+        key_cache = metric.embed_cached(targets.images, progress=progress)
+        return metric.nearest(recon.images, targets.images, groups, key_cache=key_cache, progress=progress), "none"
+    if len(groups) == 1:
+        q_all, k_all = groups[0]
+        mine, split = [(np.array_split(q_all, ctx.world_size)[ctx.rank], k_all)], "queries"
+    else:
+        costs = [len(q) * len(k) + len(q) + len(k) for q, k in groups]
+        mine, split = [groups[i] for i in distributed.my_share(costs)], "classes"
+    part = metric.nearest(recon.images, targets.images, mine, progress=progress and distributed.is_main())
+    parts = distributed.gather_to_main((part.index, part.distance, part.query_pooled, part.key_pooled))
+    if parts is None:
+        return None, split
+    index = np.full(len(recon), -1, np.int64)
+    distance = np.full(len(recon), np.inf, np.float64)
+    pooled: dict[str, np.ndarray | None] = {"queries": None, "keys": None}
+    for idx, dist_, q_pooled, k_pooled in parts:
+        owned = dist_ < distance
+        index[owned], distance[owned] = idx[owned], dist_[owned]
+        for key, arr in (("queries", q_pooled), ("keys", k_pooled)):
+            if arr is None:
+                continue
+            if pooled[key] is None:
+                pooled[key] = np.array(arr, copy=True)
+            else:
+                fill = ~np.isnan(arr).any(axis=1)
+                pooled[key][fill] = arr[fill]
+    if pooled["keys"] is None:
+        pooled["keys"] = metric.embed(targets.images).pooled
+    return Nearest(index, distance, pooled["queries"], pooled["keys"]), split
 
 
 def _features(config: EvalConfig, metric: PerceptualDistance, targets: ImageSet, recon: ImageSet,
@@ -388,23 +439,29 @@ def targets_table(ev: Evaluation) -> list[dict]:
     return rows
 
 
-def write_evaluation(out_dir: str | Path, ev: Evaluation) -> Path:
-    """report.json, targets.csv and evaluation.npz as one set: readers see all old or all new files."""
-    out = Path(out_dir)
-    if out.exists() and not out.is_dir():
-        raise DDCSInputError(f"--out {out}: exists and is not a folder")
+def targets_csv(ev: Evaluation) -> str:
+    """targets.csv: `targets_table` as CSV, floats to 8 significant digits."""
     rows = targets_table(ev)
     buf = io.StringIO()
     writer = csv.DictWriter(buf, fieldnames=list(rows[0]))
     writer.writeheader()
     for row in rows:
         writer.writerow({k: (f"{v:.8g}" if isinstance(v, float) else v) for k, v in row.items()})
-    csv_bytes = buf.getvalue().encode("utf-8")
+    return buf.getvalue()
+
+
+def write_evaluation(out_dir: str | Path, ev: Evaluation) -> Path:
+    """report.json, targets.csv and evaluation.npz as one set: readers see all old or all new files."""
+    out = Path(out_dir)
+    if out.exists() and not out.is_dir():
+        raise DDCSInputError(f"--out {out}: exists and is not a folder")
+    csv_bytes = targets_csv(ev).encode("utf-8")
     report_bytes = (json.dumps(ev.report, indent=2, allow_nan=False) + "\n").encode("utf-8")
     res = ev.result
+    closest = {} if ev.closest is None else {"closest": ev.closest, "closest_dist": ev.closest_dist}
     arrays = dict(d_tar=res.d_tar, nearest=res.nearest, contribution=res.contribution, matched=res.matched,
                   exact_copy=res.exact_copy, n_assigned=res.n_assigned, target_labels=ev.targets.labels,
-                  recon_assigned=ev.assigned, recon_dist=ev.assigned_dist)
+                  recon_assigned=ev.assigned, recon_dist=ev.assigned_dist, **closest)
 
     def save_npz(path: Path) -> None:
         with open(path, "wb") as f:
@@ -432,7 +489,7 @@ def preflight(out_dir: str | Path, config: EvalConfig) -> Limits:
 
 
 def evaluate(targets_path: str | Path, recon_path: str | Path, out_dir: str | Path, config: EvalConfig | None = None,
-             progress: bool = True) -> Evaluation:
+             progress: bool = True) -> Evaluation | None:
     """The CLI's `evaluate`: check, load, compute, write. Nothing is written unless everything succeeded.
 
     Args:
@@ -443,7 +500,7 @@ def evaluate(targets_path: str | Path, recon_path: str | Path, out_dir: str | Pa
         progress: show progress bars.
 
     Returns:
-        The Evaluation that was written.
+        The Evaluation that was written (None on torchrun ranks other than 0).
 
     Raises:
         DDCSInputError: any bad input (config, paths, images, caps, output folder, evaluation
@@ -453,5 +510,7 @@ def evaluate(targets_path: str | Path, recon_path: str | Path, out_dir: str | Pa
     limits = preflight(out_dir, config)
     targets, recon, notes = _load_pair(targets_path, recon_path, config.resolved(), progress, limits)
     ev = evaluate_sets(targets, recon, config, progress=progress, notes=notes)
-    write_evaluation(out_dir, ev)
+    if ev is not None:  # under torchrun rank 0 alone has the merged result and writes it
+        write_evaluation(out_dir, ev)
+    distributed.barrier()
     return ev

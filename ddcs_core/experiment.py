@@ -32,7 +32,7 @@ from typing import Callable
 import numpy as np
 import torch
 
-from ddcs_core import atomic
+from ddcs_core import atomic, distributed
 from ddcs_core.attacks import AttackResult, InversionConfig, dual_pool, invert
 from ddcs_core.attacks.fingerprint import module_digest
 from ddcs_core.config import ExperimentConfig, apply_override, load_config, parse_experiment
@@ -86,15 +86,16 @@ class Experiment:
     def steps(self) -> list[Step]:
         """Pool by pool: the pre-trained generator's pool first, then each mode's."""
         def evaluate(pool: str, needs: str) -> Step:
-            return Step(f"evaluate-{pool}", lambda r, s: self.evaluate_step(pool), (needs,))
+            return Step(f"evaluate-{pool}", lambda r, s: self.evaluate_step(pool), (needs,), parallel=True)
 
         out = [Step(f"fid-{PRETRAINED}", lambda r, s: self.fid_step(PRETRAINED)),
-               Step(f"invert-{PRETRAINED}", lambda r, s: self.invert_step(PRETRAINED, r, s)),
+               Step(f"invert-{PRETRAINED}", lambda r, s: self.invert_step(PRETRAINED, r, s), parallel=True),
                evaluate(VANILLA_POOL, f"invert-{PRETRAINED}")]
         for m in self.modes:
             out += [Step(f"transfer-{m}", lambda r, s, m=m: self.transfer_step(m, r, s)),
                     Step(f"fid-{m}", lambda r, s, m=m: self.fid_step(m), (f"transfer-{m}",)),
-                    Step(f"invert-{m}", lambda r, s, m=m: self.invert_step(m, r, s), (f"transfer-{m}",)),
+                    Step(f"invert-{m}", lambda r, s, m=m: self.invert_step(m, r, s), (f"transfer-{m}",),
+                         parallel=True),
                     evaluate(pool_name(m), f"invert-{m}"),
                     Step(f"dual-{m}", lambda r, s, m=m: self.dual_step(m), (f"invert-{PRETRAINED}", f"invert-{m}")),
                     evaluate(f"dual-{m}", f"dual-{m}")]
@@ -171,7 +172,8 @@ class Experiment:
         result = invert(self.generator(name), victim, self.classes, self.config.inversion, name=pool,
                         class_names=self.world.targets.class_names, work_dir=self.run.path / "work" / "invert" / pool,
                         progress=self.progress, report=report, should_stop=cancelled)
-        self.write_pool(pool, result)
+        if result is not None:  # None on torchrun ranks other than 0, which gathered the pool
+            self.write_pool(pool, result)
 
     def write_pool(self, pool: str, result: AttackResult) -> None:
         self.run.write_recon(pool, result.image_set(self.world.targets.class_names, pool), result.latents)
@@ -192,7 +194,9 @@ class Experiment:
 
         recon, _ = self.run.recon(pool)
         config = replace(self.config.evaluation, eval_model=self.world.evaluator_path, device=str(self.device))
-        self.run.write_evaluation(pool, evaluate_sets(self.world.targets, recon, config, progress=self.progress))
+        evaluation = evaluate_sets(self.world.targets, recon, config, progress=self.progress)
+        if evaluation is not None:  # None on torchrun ranks other than 0, which merged the search
+            self.run.write_evaluation(pool, evaluation)
 
     def map_step(self, report: Report, cancelled: ShouldStop) -> None:
         from ddcs_core.embedding_map import ensure_map
@@ -205,6 +209,16 @@ class Experiment:
         rows = reproduction_table(self.run)
         atomic.write_json(self.run.path / "reproduction.json", rows)
         atomic.write_text(self.run.path / "reproduction.md", to_markdown(rows))
+
+
+def step_names(config: dict) -> list[str]:
+    """The experiment's steps in the order `Experiment.run_all` runs them, from the config alone (the
+    app's status line counts and times them without loading a world)."""
+    names = [f"fid-{PRETRAINED}", f"invert-{PRETRAINED}", f"evaluate-{VANILLA_POOL}"]
+    for m in config["transfer"]["modes"]:
+        names += [f"transfer-{m}", f"fid-{m}", f"invert-{m}", f"evaluate-{pool_name(m)}", f"dual-{m}",
+                  f"evaluate-dual-{m}"]
+    return names + ["map", "table"]
 
 
 def steps_record(run: Run) -> dict:
@@ -248,8 +262,13 @@ def open_experiment(config: ExperimentConfig, world: AttackWorld, runs_dir: str 
     """Create (or reopen, to resume) the run folder `runs_dir/<name>` for this config and world."""
     from ddcs_core.perceptual import resolve_device
 
-    run = RunStore(runs_dir).create(name or config.name, run_config(config, world), world.targets, same=_same_run)
-    return Experiment(run, world, config, resolve_device(device), progress, log)
+    store, settings = RunStore(runs_dir), run_config(config, world)
+    if distributed.is_main():  # under torchrun rank 0 makes the run folder, the other ranks then open it
+        run = store.create(name or config.name, settings, world.targets, same=_same_run)
+    distributed.barrier()
+    if not distributed.is_main():
+        run = store.create(name or config.name, settings, world.targets, same=_same_run)
+    return Experiment(run, world, config, resolve_device(device), progress, log if distributed.is_main() else (lambda m: None))
 
 
 def run_experiment(config_path: str | Path, runs_dir: str | Path = "runs", name: str | None = None,

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
-from ddcs_core import atomic
+from ddcs_core import atomic, distributed
 from ddcs_core.control import Report, ShouldStop, never, silent, stop_point
 from ddcs_core.errors import DDCSInputError
 
@@ -31,6 +31,7 @@ class Step:
     name: str
     fn: StepFn
     needs: tuple[str, ...] = ()
+    parallel: bool = False  # under torchrun every rank runs it (its share); else rank 0 alone, the others wait
 
 
 class Ledger:
@@ -105,9 +106,14 @@ class StepGraph:
         if missing:
             raise DDCSInputError(f"step {name} needs {', '.join(missing)} first (not done yet)")
         t = time.perf_counter()
-        extra = dict(self.steps[name].fn(report or silent, should_stop or never) or {})
+        extra = {}
+        if self.steps[name].parallel or distributed.is_main():
+            extra = dict(self.steps[name].fn(report or silent, should_stop or never) or {})
         seconds = extra.pop("seconds", time.perf_counter() - t)
-        self.ledger.record(name, seconds, **{**self.info, **match, **extra})
+        distributed.barrier()  # every rank's share is done (or rank 0's serial step)
+        if distributed.is_main():
+            self.ledger.record(name, seconds, **{**self.info, **match, **extra})
+        distributed.barrier()  # the ledger says done before any rank reads it for the next step
         return True
 
     def run_all(self, report: Report | None = None, should_stop: ShouldStop | None = None,

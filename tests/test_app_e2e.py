@@ -1,4 +1,5 @@
-"""The real app in headless Chromium: summary, a target's detail with both images, the map.
+"""The real app in headless Chromium: summary, a target's detail with both images, the map; the status
+line while a job runs; the shipped demo run opening with its pools.
 
 Needs the Debian packages chromium + chromium-driver (/usr/bin/chromium) and the pip package
 playwright (its own browser download is never used). Skipped, with the reason, where Chromium cannot
@@ -9,16 +10,22 @@ DDCS_SCREENSHOT_RUN (e.g. runs/demo) or else of a sample run on LFW faces when t
 from __future__ import annotations
 
 import os
+import shutil
 import socket
+import threading
 import time
 from pathlib import Path
 
 import pytest
 
+from ddcs_core import shipped_run
 from ddcs_core.embedding_map import compute_map
+from ddcs_core.jobs import register_job
+from ddcs_core.perceptual.weights import cache_dir
 from ddcs_core.runs import RunStore
 from ddcs_core.ui import fmt
 from ddcs_core.ui.sample_run import build_sample_run
+from ddcs_core.ui.views import Explorer
 
 CHROMIUM = os.environ.get("DDCS_CHROMIUM", "/usr/bin/chromium")
 FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
@@ -62,10 +69,10 @@ def served(tmp_path):
     yield from _serve(store, run)
 
 
-def _serve(store, run):
+def _serve(store, run, explorer=None):
     from ddcs_core.ui import build_app, launch
 
-    demo = build_app(store.root, device="cpu")
+    demo = build_app(store.root, device="cpu", explorer=explorer)
     port = _free_port()
     launch(demo, store.root, port=port, prevent_thread_lock=True, quiet=True)
     try:
@@ -116,6 +123,63 @@ def test_summary_detail_and_map_in_chromium(browser, served, capfd):
     time.sleep(2.5)  # a few job-status ticks of the Run view's timer
     assert time.perf_counter() - t0 < 60
     assert "Traceback" not in capfd.readouterr().err, "a handler of the app failed"
+
+
+def test_status_line_while_a_job_runs(browser, served):
+    """Any job on the selected run shows one line above the tabs, whichever tab is open, and goes away after."""
+    page, (url, run) = browser, served
+    gate = threading.Event()
+
+    def waiting_job(run, params, report, cancelled):
+        report(0.25, "1/2 first: working")
+        gate.wait(60)
+
+    register_job("e2e-wait", waiting_job)
+    store = RunStore(run.path.parent)
+    ex = Explorer(store.root, "cpu")
+    for url, _ in _serve(store, run, ex):
+        page.goto(url)
+        page.wait_for_selector(".ddcs-stat")
+        assert page.locator("#ddcs-status-line .ddcs-status").count() == 0
+        ex.start_job(run.name, "e2e-wait", {})
+        try:
+            line = page.wait_for_selector("#ddcs-status-line .ddcs-status", timeout=10_000)
+            assert "e2e-wait running · step 1/2 first · 25 %" in line.inner_text()
+            page.get_by_role("tab", name="Map").click()
+            assert page.locator("#ddcs-status-line .ddcs-status").is_visible()
+        finally:
+            gate.set()
+        ex.runner.wait(run, 10)
+        page.wait_for_selector("#ddcs-status-line .ddcs-status", state="detached", timeout=10_000)
+
+
+def test_demo_opens_with_pools(browser, data_root, tmp_path):
+    """`make run` on a fresh store: the shipped demo run is installed and opens with its pools, labelled."""
+    if not (shipped_run.SHIPPED_RUN / shipped_run.MANIFEST).is_file():
+        pytest.skip(f"no shipped demo run in {shipped_run.SHIPPED_RUN} (`python -m ddcs_core demo ship-run`)")
+    users_lfw = Path(os.environ.get("HOME", "~")).expanduser() / ".cache" / "ddcs" / "lfw"
+    if users_lfw.is_dir() and not (cache_dir() / "lfw").exists():  # decoded faces, read-only: saves minutes
+        shutil.copytree(users_lfw, cache_dir() / "lfw")
+    os.environ.setdefault("DDCS_DATA", str(data_root))
+    ex = Explorer(tmp_path / "runs", "cpu")
+    t0 = time.perf_counter()
+    run = ex.ensure_demo_run(progress=False)
+    installed_s = time.perf_counter() - t0
+    assert ex.job_status(run.name) is None and run.pools()  # finished: nothing to attack
+    page = browser
+    for url, _ in _serve(ex.store, run, ex):
+        page.goto(url)
+        page.wait_for_selector(".ddcs-stat")
+        assert "Precomputed results" in page.inner_text("body")
+        pool = page.locator("#ddcs-pool input").input_value()
+        assert pool == next((p for p in run.pools() if p.startswith("dual-")), run.pools()[0])  # the paper's D_rec
+        assert fmt.num(run.evaluation(pool).report["ddcs"]) in page.inner_text("#ddcs-summary")
+        page.wait_for_function("""() => [...document.querySelectorAll('#ddcs-gallery img')]
+            .filter(img => img.complete && img.naturalWidth > 0).length >= 40""")
+        assert page.locator("#ddcs-status-line .ddcs-status").count() == 0
+        page.get_by_role("tab", name="Run").click()
+        assert page.get_by_role("button", name="Re-run the demo attack").is_visible()
+    print(f"shipped demo run installed in {installed_s:.1f} s")
 
 
 @pytest.mark.skipif(not os.environ.get("DDCS_SCREENSHOTS"), reason="set DDCS_SCREENSHOTS=DIR to save screenshots")

@@ -109,7 +109,8 @@ def test_invert_returns_latents_with_images_and_resumes(tmp_path):
     with pytest.raises(Cancelled):
         invert(G, victim, [0, 1, 2], small_config(), name="p", class_names=["a", "b", "c"], work_dir=tmp_path,
                progress=False, should_stop=stop_after_first_chunk)
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["init.pt", "opt-0000.pt"]
+    saved = sorted(p.relative_to(tmp_path).as_posix() for p in tmp_path.rglob("*.pt"))
+    assert saved == ["class-00000/final.pt", "class-00000/opt-0000.pt"]  # the first class, finished
     resumed = invert(G, victim, [0, 1, 2], small_config(), name="p", class_names=["a", "b", "c"], work_dir=tmp_path,
                      progress=False)
     assert np.array_equal(resumed.images, full.images) and np.array_equal(resumed.latents, full.latents)

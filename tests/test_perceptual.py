@@ -82,8 +82,20 @@ def test_nearest_within_groups_matches_brute_force():
         j = allowed[full[i, allowed].argmin()]
         assert res.index[i] == j
         assert res.distance[i] == pytest.approx(full[i, j], abs=1e-6)
+        if len(allowed) > 1:
+            j2 = allowed[np.argsort(full[i, allowed], kind="stable")[1]]
+            assert res.second_index[i] == j2 and res.second[i] == pytest.approx(full[i, j2], abs=1e-6)
+        else:
+            assert res.second_index[i] == -1 and np.isinf(res.second[i])
     assert res.index[-1] == -1 and np.isinf(res.distance[-1]) and np.isnan(res.query_pooled[-1]).all()
     assert res.key_pooled.shape == (8, 256)
+    for j in range(8):  # the reverse question from the same blocks: each key's nearest query of its group
+        allowed = np.flatnonzero(q_lab == k_lab[j])
+        if len(allowed) == 0:
+            assert res.key_index[j] == -1 and np.isinf(res.key_distance[j])
+            continue
+        assert res.key_index[j] == allowed[full[allowed, j].argmin()]
+        assert res.key_distance[j] == pytest.approx(full[allowed, j].min(), abs=1e-6)
 
 
 def test_target_embeddings_are_cached_by_content(monkeypatch):

@@ -115,6 +115,15 @@ def test_detail_covers_every_pool(data):
     assert rows.neighbour(data, "vanilla", int(order[0]), -1) == target
     hard = rows.detail(data, "vanilla", int(order[0]))
     assert not hard.hit.matched and hard.hit.recon == -1 and math.isinf(hard.hit.d_tar)
+    # an unmatched target still shows its class's nearest reconstruction, and whom DDCS gave it to
+    c = hard.hit.closest
+    recon = data.recon("vanilla")
+    assert c is not None and c.src and recon.labels[c.recon] == data.targets.labels[int(order[0])]
+    assert a["recon_assigned"][c.recon] == c.assigned_to and a["matched"][c.assigned_to]
+    assert c.assigned_d <= c.d and c.assigned_rank == data.ranks("vanilla")[c.assigned_to]
+    html = render.detail(hard)
+    assert "ddcs-dim" in html and f"assigned to target #{c.assigned_rank}" in html
+    assert rows.detail(data, "vanilla", target).hit.closest is None  # matched: its own reconstruction
     for bad in (-1, 15, "3"):
         with pytest.raises(DDCSInputError, match="out of range"):
             rows.detail(data, "vanilla", bad)
@@ -212,3 +221,37 @@ def test_formatting():
     assert fmt.num(None) == "—" and fmt.num(float("nan")) == "—" and fmt.num(float("inf")) == "∞"
     assert fmt.num(0.123456) == "0.1235" and fmt.num(0) == "0" and fmt.num(123456.7) == "123,457"
     assert fmt.pct(0.5) == "50.0 %" and fmt.pct(None) == "—" and fmt.count(12345) == "12,345"
+
+
+def test_unmatched_cards_show_the_class_nearest_dimmed(data):
+    page = rows.gallery_page(data, "vanilla", status="Unmatched", per_page=50)
+    assert page.cards and all(c.closest is not None and c.recon == -1 for c in page.cards)
+    html = render.gallery(page)
+    assert html.count("ddcs-dim") == len(page.cards) and "not reached" not in html
+    c = page.cards[0]
+    assert f"assigned to #{c.closest.assigned_rank}, d = {fmt.num(c.closest.d, 3)}" in html
+    old = data.evaluation("vanilla")  # an evaluation stored before the closest reconstruction was recorded
+    arrays = {k: v for k, v in old.arrays.items() if k not in ("closest", "closest_dist")}
+    data._eval["vanilla"] = type(old)(old.report, arrays)
+    try:
+        assert rows.card(data, "vanilla", c.target).closest is None
+        assert "not reached" in render.card(rows.card(data, "vanilla", c.target))
+    finally:
+        data._eval["vanilla"] = old
+
+
+def test_paths_show_relative_to_the_data_root():
+    assert rows.shown_path("/build/data/lfw-deepfunneled/Ann/Ann_0001.jpg", "/build/data/lfw-deepfunneled") == \
+        "lfw-deepfunneled/Ann/Ann_0001.jpg"
+    assert rows.shown_path("/x/y/z/Ann/Ann_0001.jpg", "/elsewhere/lfw") == "z/Ann/Ann_0001.jpg"
+    assert rows.shown_path("targets/alice/0.png", "targets") == "targets/alice/0.png"
+
+
+def test_targets_page_before_any_pool(data):
+    page = rows.targets_page(data, page=1, per_page=4)
+    assert [c.target for c in page.cards] == [4, 5, 6, 7] and page.n_pages == 4 and page.n_filtered == 15
+    assert all(c.rank == 0 and c.recon == -1 and c.target_src for c in page.cards)
+    bob = rows.targets_page(data, label="bob")
+    assert {c.label for c in bob.cards} == {"bob"} and bob.n_filtered == PER_CLASS
+    html = render.targets_only(page)
+    assert html.count("<img") == 4 and "Targets 5–8 of 15" in html

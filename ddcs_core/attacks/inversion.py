@@ -1,13 +1,15 @@
-"""One Plug-and-Play inversion of a victim with one generator, resumable chunk by chunk.
+"""One Plug-and-Play inversion of a victim with one generator, resumable class by class.
 
-initial selection → optimisation (in chunks of `batch_size` latents) → final selection. With a
-`work_dir`, the selected starting latents and every optimised chunk are saved atomically, so a
-killed inversion resumes at the first unfinished chunk; each chunk draws from its own seed, so the
-result does not depend on where the interruption fell.
+initial selection (one shared search pool) → per class: optimisation (in chunks of `batch_size`
+latents) → final selection. Every class draws from seeds of its own (`class_seed`), so a class's
+result does not depend on the other classes, on where an interruption fell, or on how many ranks
+share the classes. With a `work_dir`, every optimised chunk and every finished class are saved
+atomically, so a killed inversion resumes at the first unfinished chunk of the unfinished classes.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -17,6 +19,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from ddcs_core import distributed
 from ddcs_core.attacks.augment import AugmentConfig
 from ddcs_core.attacks.fingerprint import module_digest
 from ddcs_core.attacks.losses import IDENTITY_LOSSES
@@ -111,6 +114,43 @@ def _load_or_none(path: Path, signature: dict) -> dict | None:
     return state
 
 
+def class_seed(seed: int, label: int, part: str) -> int:
+    """The seed of one part ("opt-<chunk>", "final") of one class's inversion: a function of the class,
+    never of the rank or of which other classes share the run, so any split gives the same pool."""
+    digest = hashlib.blake2b(f"{seed}/{label}/{part}".encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "little") & (2**63 - 1)
+
+
+def _invert_class(G: Generator, victim: torch.nn.Module, label: int, w0: torch.Tensor, c: InversionConfig,
+                  folder: Path | None, signature: dict, should_stop: ShouldStop | None, name: str) -> dict:
+    """Optimise one class's starting latents chunk by chunk (each chunk saved), then its final selection."""
+    done = []
+    labels = torch.full((len(w0),), label, dtype=torch.int64)
+    for i, start in enumerate(range(0, len(w0), c.batch_size)):
+        path = folder / f"opt-{i:04d}.pt" if folder else None
+        state = _load_or_none(path, signature) if path else None
+        if state is None:
+            if should_stop is not None and should_stop():
+                raise Cancelled(f"inversion {name} cancelled; its finished classes and chunks resume it")
+            sl = slice(start, start + c.batch_size)
+            w = optimize_latents(G, victim, w0[sl], labels[sl], steps=c.steps, lr=c.lr, betas=c.betas, loss=c.loss,
+                                 augment=c.augment, seed=class_seed(c.seed, label, f"opt-{i}")).cpu()
+            state = {"signature": signature, "w": w}
+            if path:
+                save_training_state(path, state)
+        done.append(state["w"])
+    w = torch.cat(done)
+    scores = transform_scores(G, victim, w, labels, augment=c.final_augment, views=c.final_views,
+                              batch_size=c.batch_size, seed=class_seed(c.seed, label, "final"))
+    keep = torch.from_numpy(final_selection(scores, labels, c.final_per_class))
+    images = []
+    with torch.no_grad():
+        for wb in w[keep].split(c.batch_size):
+            images.append(to_uint8(G.synthesis(wb.to(G.const.device), noise_mode="const")))
+    return {"signature": signature, "w": w[keep].contiguous(), "score": scores[keep].contiguous(),
+            "images": torch.from_numpy(np.concatenate(images))}
+
+
 def invert(
     G: Generator,
     victim: torch.nn.Module,
@@ -123,57 +163,54 @@ def invert(
     progress: bool = True,
     report: Report | None = None,
     should_stop: ShouldStop | None = None,
-) -> AttackResult:
+) -> AttackResult | None:
     """Invert `victim` for every class in `classes` with generator `G` (both on one device, eval mode).
 
-    Raises control.Cancelled when `should_stop()` turned true; the finished chunks stay in `work_dir`.
+    Classes are independent and seeded per class, so under torchrun they are shared out over the
+    ranks (`distributed.my_share`) and the pool equals a single process's. Each rank keeps its
+    finished classes (and optimised chunks) in `work_dir/class-<label>/`, atomically; the results are
+    gathered to rank 0, which alone gets the AttackResult (the other ranks get None).
+
+    Raises control.Cancelled when `should_stop()` turned true; the finished work stays in `work_dir`.
     """
     G, victim = G.eval(), victim.eval()
     c = config
+    classes = [int(k) for k in classes]
+    if not classes:
+        raise DDCSInputError("classes is empty: nothing to attack")
     work = Path(work_dir) if work_dir is not None else None
-    signature = {"config": c.to_dict(), "classes": [int(k) for k in classes],
-                 "G": module_digest(G), "victim": module_digest(victim)}
+    base = {"config": c.to_dict(), "G": module_digest(G), "victim": module_digest(victim)}
     report = report or (lambda frac, msg: None)
-    init = _load_or_none(work / "init.pt", signature) if work else None
-    if init is None:
-        w0, labels, _ = initial_selection(G, victim, classes, c.candidates_per_class, c.search_size,
+    mine = [classes[i] for i in distributed.my_share([c.candidates_per_class] * len(classes))]
+    folders = {k: work / f"class-{k:05d}" if work else None for k in mine}
+    signatures = {k: {**base, "class": k} for k in mine}
+    parts: dict[int, dict] = {}
+    for k in mine:
+        state = _load_or_none(folders[k] / "final.pt", signatures[k]) if work else None
+        if state is not None:
+            parts[k] = state
+    todo = [k for k in mine if k not in parts]
+    if todo:  # one shared search pool: each class's picks do not depend on which classes are scored with it
+        w0, labels, _ = initial_selection(G, victim, todo, c.candidates_per_class, c.search_size,
                                           truncation_psi=c.truncation_psi, augment=c.augment, views=c.init_views,
                                           batch_size=c.batch_size, seed=c.seed, progress=progress)
-        init = {"signature": signature, "w": w0, "labels": labels}
-        if work:
-            save_training_state(work / "init.pt", init)
-    w0, labels = init["w"], init["labels"]
-    report(0.1, f"{name}: initial selection done ({len(w0)} latents)")
-    chunks = list(range(0, len(w0), c.batch_size))
-    done: list[torch.Tensor] = []
-    bar = tqdm(total=len(chunks), desc=f"invert {name}", disable=not progress, leave=False)
-    for i, start in enumerate(chunks):
-        path = work / f"opt-{i:04d}.pt" if work else None
-        state = _load_or_none(path, signature) if path else None
-        if state is None:
-            if should_stop is not None and should_stop():
-                bar.close()
-                raise Cancelled(f"inversion {name} cancelled; its finished chunks resume it")
-            sl = slice(start, start + c.batch_size)
-            w = optimize_latents(G, victim, w0[sl], labels[sl], steps=c.steps, lr=c.lr, betas=c.betas, loss=c.loss,
-                                 augment=c.augment, seed=c.seed * 100003 + 1 + i).cpu()
-            state = {"signature": signature, "w": w}
-            if path:
-                save_training_state(path, state)
-        done.append(state["w"])
-        bar.update(1)
-        report(0.1 + 0.8 * (i + 1) / len(chunks), f"{name}: optimised chunk {i + 1}/{len(chunks)}")
-    bar.close()
-    w = torch.cat(done)
-    scores = transform_scores(G, victim, w, labels, augment=c.final_augment, views=c.final_views,
-                              batch_size=c.batch_size, seed=c.seed * 100003)
-    keep = final_selection(scores, labels, c.final_per_class)
-    w_final, y_final = w[keep], labels[keep]
-    images = []
-    with torch.no_grad():
-        for wb in w_final.split(c.batch_size):
-            images.append(to_uint8(G.synthesis(wb.to(G.const.device), noise_mode="const")))
-    y = y_final.numpy().astype(np.int64)
+        report(0.1, f"{name}: initial selection done for {len(todo)} class(es)")
+        bar = tqdm(total=len(todo), desc=f"invert {name}", disable=not progress, leave=False)
+        for j, k in enumerate(todo):
+            parts[k] = _invert_class(G, victim, k, w0[labels == k], c, folders[k], signatures[k], should_stop, name)
+            if work:
+                save_training_state(folders[k] / "final.pt", parts[k])
+            bar.update(1)
+            report(0.1 + 0.85 * (j + 1) / len(todo), f"{name}: class {j + 1}/{len(todo)} inverted")
+        bar.close()
+    gathered = distributed.gather_to_main({k: {key: v for key, v in p.items() if key != "signature"}
+                                           for k, p in parts.items()})
+    if gathered is None:
+        return None
+    merged = {k: p for rank_parts in gathered for k, p in rank_parts.items()}
+    order = [k for k in classes if k in merged]
+    images = np.concatenate([merged[k]["images"].numpy() for k in order])
+    y = np.concatenate([np.full(len(merged[k]["w"]), k, np.int64) for k in order])
     counts: dict[int, int] = {}
     paths = []
     for label in y:
@@ -181,5 +218,5 @@ def invert(
         paths.append(f"{name}/{cls}/{counts.get(int(label), 0)}")
         counts[int(label)] = counts.get(int(label), 0) + 1
     report(1.0, f"{name}: final selection kept {len(y)} reconstructions")
-    return AttackResult(np.concatenate(images), y, w_final.numpy().astype(np.float32),
-                        scores[keep].numpy().astype(np.float32), paths)
+    return AttackResult(images, y, torch.cat([merged[k]["w"] for k in order]).numpy().astype(np.float32),
+                        torch.cat([merged[k]["score"] for k in order]).numpy().astype(np.float32), paths)

@@ -1,13 +1,22 @@
 """Exact all-pairs LPIPS through the embedding identity, chunked under a memory cap.
 
 d(x, y) = |e(x)|^2 + |e(y)|^2 - 2 e(x).e(y): one forward pass per image, then matrix products.
-Keys (targets) are embedded block by block so that a block fits in half the memory cap; queries
-(reconstructions) stream in chunks against each block. When the keys of a group fit in one block,
-every image is embedded exactly once. A target set's embeddings are cached on disk by content hash.
+Queries (reconstructions) stream in chunks taken across groups; keys (targets) come from the on-disk
+cache (by content hash), or are embedded once when they fit in half the memory cap, else block by
+block. Every image is thus embedded once in the usual cases.
+
+Reproducibility contract (README "Reproducibility contract"; tests/test_reproducibility.py): on one
+machine and kernel path, an image's embedding is a function of that image alone, because every
+forward pass holds exactly embed_batch(dim) images (padded with zeros), a number that depends on the
+image size only, so the convolution kernels see one shape whatever the set, the chunking, the batch
+size or the cache state. Distances are then formed in float64 from the float32 embeddings, so the
+blocking of the matrix products moves them by ~1e-16 relative, and identical images get exactly 0. Across machines (CPU ISA, GPU) the embeddings differ at float32
+rounding; the cross-machine tolerance and the near-tie count live in ddcs_core/metrics/ties.py.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 from dataclasses import dataclass
@@ -24,6 +33,15 @@ from ddcs_core.perceptual.network import LPIPSNetwork
 from ddcs_core.perceptual.weights import BACKBONE_FILES, cache_dir
 
 IndexGroup = tuple[np.ndarray, np.ndarray]
+_EMBED_BATCH_FLOATS = 2**21  # embedding floats per forward pass: about the same work per pass at every size
+
+
+def embed_batch(dim: int) -> int:
+    """Images per forward pass for embeddings of `dim` floats: always this many (padded), so it depends on
+    the image size and on nothing else. A power of two in [8, 64]: 64 for LPIPS-alex at 64 px (as large as
+    before, so big sets cost no more passes), 16 for VGG at 32 px, 8 for VGG at 256 px."""
+    fit = max(1, _EMBED_BATCH_FLOATS // dim)
+    return min(64, max(8, 1 << (fit.bit_length() - 1)))
 
 
 def resolve_device(device: str | None = "auto") -> torch.device:
@@ -49,12 +67,22 @@ def to_model_input(batch: np.ndarray | torch.Tensor, device: torch.device) -> to
 
 @dataclass
 class Nearest:
-    """Per query: nearest key index (-1 if its group had no key) and distance; pooled features of both sets."""
+    """Per query: nearest key index (-1 if its group had no key) and distance, the runner-up (second-nearest
+    key of the group: index -1 and distance inf if none); pooled features of both sets.
+
+    `key_index` / `key_distance` answer the reverse question from the same distance blocks: per key,
+    its nearest query among the queries of its group (-1 / inf when none), e.g. the reconstruction
+    closest to a target that no reconstruction was assigned to.
+    """
 
     index: np.ndarray
     distance: np.ndarray
+    second_index: np.ndarray
+    second: np.ndarray
     query_pooled: np.ndarray
     key_pooled: np.ndarray
+    key_index: np.ndarray | None = None
+    key_distance: np.ndarray | None = None
 
 
 @dataclass
@@ -89,6 +117,9 @@ class PerceptualDistance:
 
     def __init__(self, net: str = "alex", device: str | None = "auto", batch_size: int = 64,
                  memory_cap_gb: float = 2.0, cache: bool = True, cache_cap_gb: float = 8.0) -> None:
+        """`batch_size` sizes the query chunks (4 x batch_size images, under the memory cap); forward
+        passes always hold embed_batch(dim) images, so it never changes a number."""
+        self._dims: dict[tuple[int, int], int] = {}
         self.device = resolve_device(device)
         self.model = LPIPSNetwork(net).to(self.device)
         self.net = net
@@ -102,15 +133,23 @@ class PerceptualDistance:
         return self.model.feature_name
 
     def embedding_dim(self, height: int, width: int) -> int:
-        with torch.no_grad():
-            return self.model(torch.zeros(1, 3, height, width, device=self.device))[0].shape[1]
+        if (height, width) not in self._dims:
+            with torch.no_grad():
+                self._dims[height, width] = self.model(torch.zeros(1, 3, height, width, device=self.device))[0].shape[1]
+        return self._dims[height, width]
 
     @torch.no_grad()
     def _embed_batches(self, images, idx: np.ndarray, progress: bool, desc: str):
-        for start in tqdm(range(0, len(idx), self.batch_size), desc=desc, disable=not progress, leave=False, unit="batch"):
-            sel = idx[start:start + self.batch_size]
-            emb, pooled = self.model(to_model_input(images[sel], self.device))
-            yield sel, emb, pooled
+        """Forward passes of exactly embed_batch(dim) images, the last one padded with zeros (see the module doc)."""
+        size = embed_batch(self.embedding_dim(*_hw(images))) if len(idx) else 1
+        for start in tqdm(range(0, len(idx), size), desc=desc, disable=not progress, leave=False, unit="batch"):
+            sel = idx[start:start + size]
+            x = to_model_input(images[sel], self.device)
+            if len(sel) < size:
+                x = torch.cat([x, x.new_zeros((size - len(sel), *x.shape[1:]))])
+            with _full_float32(self.device):
+                emb, pooled = self.model(x)
+            yield sel, emb[:len(sel)], pooled[:len(sel)]
 
     def embed(self, images, idx: np.ndarray | None = None, progress: bool = False, desc: str = "embed") -> Embedded:
         """Embed images[idx] (all by default) into float32 arrays held in memory.
@@ -142,7 +181,7 @@ class PerceptualDistance:
         dim = self.embedding_dim(images.shape[1], images.shape[2])
         if len(images) * dim * 4 > self.cache_cap:
             return None
-        key = f"{self.net}-{BACKBONE_FILES[self.net][2][:12]}-{content_hash(images)[:40]}"
+        key = f"{self.net}-{BACKBONE_FILES[self.net][2][:12]}-{self._kernel_path()}-{content_hash(images)[:40]}"
         folder = cache_dir() / "embeddings"
         emb_path, pool_path = folder / f"{key}.emb.npy", folder / f"{key}.pool.npy"
         if emb_path.is_file() and pool_path.is_file():
@@ -168,8 +207,18 @@ class PerceptualDistance:
             tmp.unlink(missing_ok=True)
         return Embedded(np.load(emb_path, mmap_mode="r"), np.load(pool_path))
 
+    def _kernel_path(self) -> str:
+        """What decides an embedding's rounding besides the image: a cache written under another kernel path
+        (device, torch, oneDNN/MKL ISA caps, oneDNN on or off) is never read back as if it were this one."""
+        parts = [self.device.type, torch.__version__, torch.backends.cpu.get_cpu_capability(),
+                 os.environ.get("ONEDNN_MAX_CPU_ISA", ""), os.environ.get("MKL_ENABLE_INSTRUCTIONS", ""),
+                 str(torch.backends.mkldnn.enabled)]
+        if self.device.type == "cuda":
+            parts.append(torch.cuda.get_device_name(self.device))
+        return hashlib.sha256("|".join(parts).encode()).hexdigest()[:12]
+
     def pairwise(self, a, b, progress: bool = False) -> np.ndarray:
-        """All distances d(a_i, b_j), shape (len(a), len(b)), float32."""
+        """All distances d(a_i, b_j), shape (len(a), len(b)), float32 (computed in float64)."""
         out = np.empty((len(a), len(b)), np.float32)
         groups = [(np.arange(len(a)), np.arange(len(b)))]
         for q_idx, k_idx, block in self._blocks(a, b, groups, None, {}, progress):
@@ -198,58 +247,108 @@ class PerceptualDistance:
             DDCSInputError: an empty set or images of different sizes.
         """
         best = np.full(len(queries), np.inf, np.float64)
+        second = np.full(len(queries), np.inf, np.float64)
         arg = np.full(len(queries), -1, np.int64)
+        arg2 = np.full(len(queries), -1, np.int64)
+        key_best = np.full(len(keys), np.inf, np.float64)
+        key_arg = np.full(len(keys), -1, np.int64)
         pooled: dict[str, np.ndarray] = {}
-        if key_cache is not None:
-            pooled["keys"] = np.asarray(key_cache.pooled)
         for q_idx, k_idx, block in self._blocks(queries, keys, groups, key_cache, pooled, progress):
-            j = block.argmin(axis=1)
-            d = block[np.arange(len(q_idx)), j].astype(np.float64)
-            better = d < best[q_idx]
-            best[q_idx[better]] = d[better]
-            arg[q_idx[better]] = k_idx[j[better]]
-        return Nearest(arg, best, pooled.get("queries"), pooled.get("keys"))
+            rows = np.arange(len(q_idx))
+            j = block.argmin(axis=1)  # ties: the first key of the block, and blocks come in key order
+            d = block[rows, j]
+            if block.shape[1] > 1:
+                pair = np.argpartition(block, 1, axis=1)[:, :2]
+                j2 = np.where(pair[:, 0] == j, pair[:, 1], pair[:, 0])
+                d2, i2 = block[rows, j2], k_idx[j2]
+            else:
+                d2, i2 = np.full(len(q_idx), np.inf), np.full(len(q_idx), -1)
+            b, ib, s2, is2 = best[q_idx], arg[q_idx], second[q_idx], arg2[q_idx]
+            better = d < b
+            # the runner-up is the better of (old best, block's runner-up) if the block wins, else of (old runner-up, block's best)
+            keep_old = np.where(better, b <= d2, s2 <= d)
+            second[q_idx] = np.where(better, np.where(keep_old, b, d2), np.where(keep_old, s2, d))
+            arg2[q_idx] = np.where(better, np.where(keep_old, ib, i2), np.where(keep_old, is2, k_idx[j]))
+            best[q_idx] = np.where(better, d, b)
+            arg[q_idx] = np.where(better, k_idx[j], ib)
+            i = block.argmin(axis=0)
+            dk = block[i, np.arange(len(k_idx))]
+            closer = dk < key_best[k_idx]
+            key_best[k_idx[closer]] = dk[closer]
+            key_arg[k_idx[closer]] = q_idx[i[closer]]
+        return Nearest(arg, best, arg2, second, pooled.get("queries"), pooled.get("keys"), key_arg, key_best)
 
     def _blocks(self, queries, keys, groups, key_cache: Embedded | None, pooled: dict, progress: bool):
-        """Yield (query idx, key idx, distance block) covering every (query, key) pair of every group.
+        """Yield (query idx, key idx, float64 distance block) covering every (query, key) pair of every group.
 
-        Pooled features of every embedded image are scattered into `pooled` ("queries", "keys").
+        Queries stream in chunks cut across group boundaries, so small groups (a class's few
+        reconstructions) share forward passes. Pooled features of every embedded image are scattered
+        into `pooled` ("queries", "keys").
         """
         if len(queries) == 0 or len(keys) == 0:
             raise DDCSInputError("cannot compute distances with an empty image set")
         dim = self.embedding_dim(*_hw(queries))
         if _hw(queries) != _hw(keys):
             raise DDCSInputError(f"image sizes differ: {_hw(queries)} vs {_hw(keys)}; pass --size to resize both")
-        key_block = max(1, self.memory_cap // 2 // (dim * 4))
-        query_chunk = max(1, min(4 * self.batch_size, self.memory_cap // 4 // (dim * 4)))
+        groups = [(np.asarray(q, np.int64), np.asarray(k, np.int64)) for q, k in groups]
+        groups = [(q, k) for q, k in groups if len(q) and len(k)]
+        key_block = max(1, self.memory_cap // 2 // (dim * 8))
+        if key_cache is None and len(keys) <= key_block:
+            key_cache = self.embed(keys)
+        if key_cache is not None:
+            pooled["keys"] = np.asarray(key_cache.pooled)
+        batch = embed_batch(dim)
+        query_chunk = max(1, min(4 * self.batch_size, self.memory_cap // 4 // (dim * 8)) // batch) * batch
         q_hash, k_hash = _image_hashes(queries), _image_hashes(keys)
-        total = sum(len(q) * max(1, -(-len(k) // key_block)) for q, k in groups)
-        bar = tqdm(total=total, desc=f"LPIPS-{self.net} distances", disable=not progress, unit="img")
-        for q_all, k_all in groups:
-            q_all, k_all = np.asarray(q_all), np.asarray(k_all)
-            if len(q_all) == 0 or len(k_all) == 0:
-                continue
-            for kb in range(0, len(k_all), key_block):
-                k_idx = k_all[kb:kb + key_block]
-                if key_cache is not None:
-                    k_emb = torch.from_numpy(np.ascontiguousarray(key_cache.emb[k_idx])).to(self.device)
-                else:
-                    k = self.embed(keys, k_idx)
-                    k_emb = torch.from_numpy(k.emb).to(self.device)
-                    _scatter(pooled, "keys", k_idx, k.pooled, len(keys))
-                k_sq = k_emb.pow(2).sum(1)
-                for qc in range(0, len(q_all), query_chunk):
-                    q_idx = q_all[qc:qc + query_chunk]
-                    q = self.embed(queries, q_idx)
-                    if kb == 0:
-                        _scatter(pooled, "queries", q_idx, q.pooled, len(queries))
-                    q_emb = torch.from_numpy(q.emb).to(self.device)
-                    d = q_emb.pow(2).sum(1)[:, None] + k_sq[None, :] - 2.0 * (q_emb @ k_emb.T)
+        order = np.concatenate([q for q, _ in groups]) if groups else np.zeros(0, np.int64)
+        owner = np.concatenate([np.full(len(q), g) for g, (q, _) in enumerate(groups)]) if groups else order
+        bar = tqdm(total=len(order), desc=f"LPIPS-{self.net} distances", disable=not progress, unit="img")
+        for qc in range(0, len(order), query_chunk):
+            chunk, chunk_owner = order[qc:qc + query_chunk], owner[qc:qc + query_chunk]
+            q = self.embed(queries, chunk)
+            _scatter(pooled, "queries", chunk, q.pooled, len(queries))
+            q_all = torch.from_numpy(q.emb).to(self.device)
+            q_sq_all = _squared_norms(q_all)
+            for g in np.unique(chunk_owner):
+                rows = np.flatnonzero(chunk_owner == g)
+                q_idx, k_all = chunk[rows], groups[g][1]
+                sel = torch.from_numpy(rows).to(self.device)
+                q_emb, q_sq = q_all[sel].double(), q_sq_all[sel]
+                for kb in range(0, len(k_all), key_block):
+                    k_idx = k_all[kb:kb + key_block]
+                    if key_cache is not None:
+                        k_np = np.ascontiguousarray(key_cache.emb[k_idx])
+                    else:
+                        k = self.embed(keys, k_idx)
+                        k_np = k.emb
+                        _scatter(pooled, "keys", k_idx, k.pooled, len(keys))
+                    k_emb = torch.from_numpy(k_np).to(self.device)
+                    d = q_sq[:, None] + _squared_norms(k_emb)[None, :] - 2.0 * (q_emb @ k_emb.double().T)
                     d = d.clamp_min_(0).cpu().numpy()
                     d[q_hash[q_idx][:, None] == k_hash[k_idx][None, :]] = 0.0  # identical images: exactly 0
                     yield q_idx, k_idx, d
-                    bar.update(len(q_idx))
+            bar.update(len(chunk))
         bar.close()
+
+
+def _squared_norms(emb: torch.Tensor) -> torch.Tensor:
+    """|e|^2 per row in float64, without a float64 copy of the embeddings."""
+    return torch.linalg.vector_norm(emb, dim=1, dtype=torch.float64).square()
+
+
+@contextlib.contextmanager
+def _full_float32(device: torch.device):
+    """No TF32 on CUDA (on by default for cuDNN convolutions), so a GPU's embeddings differ from a CPU's
+    at float32 rounding, not at TF32's 10-bit mantissa."""
+    if device.type != "cuda":
+        yield
+        return
+    old = torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32
+    torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = False
+    try:
+        yield
+    finally:
+        torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = old
 
 
 def _image_hashes(images) -> np.ndarray:

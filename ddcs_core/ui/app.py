@@ -20,6 +20,7 @@ import gradio as gr  # noqa: E402
 
 from ddcs_core.errors import DDCSInputError  # noqa: E402
 from ddcs_core.experiment import AttackSettings  # noqa: E402
+from ddcs_core.shipped_run import ATTACK_COMMAND as DEMO_COMMAND  # noqa: E402
 from ddcs_core.jobs import JobStatus, devices, job_kinds, load_job_modules  # noqa: E402
 from ddcs_core.ui import render, rows  # noqa: E402
 from ddcs_core.ui.scripts import MAP_PREVIEW, OPEN_ON_CLICK  # noqa: E402
@@ -83,6 +84,7 @@ def build_app(runs_dir: str | Path = "runs", device: str = "auto", explorer: Exp
         with gr.Row():
             run_info = gr.HTML(scale=5)
             reload_b = gr.Button("Reload runs", size="sm", scale=0, min_width=110)
+        status_html = gr.HTML(elem_id="ddcs-status-line")  # the running job, whichever tab is open
         with gr.Tabs(elem_id="ddcs-tabs") as tabs:
             with gr.Tab("Targets", id="targets") as tab_targets:
                 summary = gr.HTML(elem_id="ddcs-summary")
@@ -115,6 +117,12 @@ def build_app(runs_dir: str | Path = "runs", device: str = "auto", explorer: Exp
                     pool_b = gr.Dropdown(label="Pool B", choices=[])
                 diff = gr.HTML(js_on_load=OPEN_ON_CLICK)
             with gr.Tab("Run", id="run") as tab_run:
+                with gr.Row(equal_height=True):
+                    rerun_b = gr.Button("Re-run the demo attack", size="sm", scale=0, min_width=220,
+                                        elem_id="ddcs-rerun-demo")
+                    gr.Markdown("Attacks live as `" + DEMO_COMMAND + "` does, into a new run `demo-live-…`; its "
+                                "pools appear as they finish. The precomputed demo run stays, to compare with.")
+                rerun_msg = gr.HTML()
                 gr.Markdown("### Start a job on the selected run\nOne job at a time per run; browsing stays available meanwhile.")
                 kinds = sorted(job_kinds())
                 with gr.Row(equal_height=True):
@@ -141,8 +149,8 @@ def build_app(runs_dir: str | Path = "runs", device: str = "auto", explorer: Exp
                         ex.start_job(c.run, kind, {p.name: v for p, v in zip(spec.params, values)})
                         return part_job(c)
 
-                    start_b.click(start, [*inputs, *ctx_in], [job_html, job_log, seen_st])
-                    cancel_b.click(on_cancel, ctx_in, [job_html, job_log, seen_st])
+                    start_b.click(start, [*inputs, *ctx_in], [job_html, job_log, seen_st, status_html])
+                    cancel_b.click(on_cancel, ctx_in, [job_html, job_log, seen_st, status_html])
 
                 job_html = gr.HTML()
                 job_log = gr.Textbox(label="Log", lines=10, max_lines=10, interactive=False, autoscroll=True)
@@ -203,7 +211,7 @@ def build_app(runs_dir: str | Path = "runs", device: str = "auto", explorer: Exp
         ctx_in = [run_dd, pool_dd, class_dd, status_rd, page_st, target_st, tab_st, pool_a, pool_b, def_pool, def_n]
         every = [run_dd, pool_dd, run_info, class_dd, status_rd, page_st, target_st, tab_st, tabs, summary, gallery,
                  page_md, detail, map_plot, map_note, pool_a, pool_b, grids, metrics, diff, job_html, job_log,
-                 seen_st, def_pool, def_html, def_dl, open_st, ev_msg, kind_dd]
+                 seen_st, def_pool, def_html, def_dl, open_st, ev_msg, kind_dd, status_html]
 
         # parts: each returns the updates of one view ----------------------------------------------------
         def part_targets(c: Ctx, page: int | None = None) -> dict:
@@ -227,7 +235,8 @@ def build_app(runs_dir: str | Path = "runs", device: str = "auto", explorer: Exp
 
         def part_job(c: Ctx) -> dict:
             st = ex.job_status(c.run)
-            return {job_html: render.job(st), job_log: "\n".join(st.log) if st else "", seen_st: _token(c.run, st)}
+            return {job_html: render.job(st), job_log: "\n".join(st.log) if st else "",
+                    seen_st: _token(c.run, st, ex.landed(c.run)), status_html: ex.status_line(c.run)}
 
         def part_defense(c: Ctx) -> dict:
             choices = [rows.ALL_POOLS, *ex.pools(c.run)]
@@ -339,18 +348,30 @@ def build_app(runs_dir: str | Path = "runs", device: str = "auto", explorer: Exp
             *ctx_vals, seen, opened = vals
             c = Ctx(*ctx_vals)
             st = ex.job_status(c.run)
-            token = _token(c.run, st)
+            landed = ex.landed(c.run)
+            token = _token(c.run, st, landed)
             if token == seen:
                 return gr.skip()
             out = part_job(c)
             was = seen.split("|")
-            if st is not None and not st.active and len(was) > 2 and was[0] == (c.run or "") and was[1] == st.id \
+            same_run = was[0] == (c.run or "")
+            if same_run and was[-1] != landed:  # a pool (or the map) landed: every view shows it
+                out.update(part_run(c, keep_pool=True))
+            if st is not None and not st.active and len(was) > 2 and same_run and was[1] == st.id \
                     and was[2] in ("queued", "running"):
                 out.update(part_run(c, keep_pool=True))
                 if st.id == opened and st.state == "done":
                     c = c._replace(tab="targets")
                     out.update({tabs: gr.Tabs(selected="targets"), tab_st: "targets", open_st: ""})
             return out
+
+        @user_errors(box=rerun_msg)
+        def on_rerun(*vals):
+            run = ex.rerun_demo()
+            c = Ctx(*vals)._replace(run=run.name, tab="run")
+            return {run_dd: gr.Dropdown(choices=ex.run_names(), value=run.name), **part_run(c, keep_pool=False),
+                    **part_job(c), rerun_msg: render.notice(f"Run {run.name} created in {ex.store.root}; "
+                                                            "attacking it now, live.")}
 
         @user_errors(box=ev_msg)
         def on_evaluate(targets_path, recon_path, targets_up, recon_up, name, profile, device, *vals):
@@ -376,9 +397,9 @@ def build_app(runs_dir: str | Path = "runs", device: str = "auto", explorer: Exp
         targets_out = [summary, gallery, page_md, page_st]
         detail_out = [target_st, tab_st, tabs, detail]
         tab_out = {"targets": [], "detail": [detail], "map": [map_plot, map_note],
-                   "compare": [pool_a, pool_b, grids, metrics, diff], "run": [job_html, job_log, seen_st],
+                   "compare": [pool_a, pool_b, grids, metrics, diff], "run": [job_html, job_log, seen_st, status_html],
                    "defense": [def_pool, def_html, def_dl]}
-        job_out = [tabs, tab_st, job_html, job_log, seen_st]
+        job_out = [tabs, tab_st, job_html, job_log, seen_st, status_html]
         fast = {"queue": False, "show_progress": "hidden"}
         demo.load(on_load, ctx_in, every)
         run_dd.input(on_run, ctx_in, every)
@@ -401,6 +422,7 @@ def build_app(runs_dir: str | Path = "runs", device: str = "auto", explorer: Exp
         def_n.release(on_defense, ctx_in, tab_out["defense"])
         map_b.click(on_map_job, ctx_in, job_out)
         timer.tick(on_tick, [*ctx_in, seen_st, open_st], every, show_progress="hidden")
+        rerun_b.click(on_rerun, ctx_in, [*every, rerun_msg])
         ev_b.click(on_evaluate, [ev_targets, ev_recon, ev_targets_up, ev_recon_up, ev_name, ev_profile, ev_device,
                                  *ctx_in], every)
         at_b.click(on_attack, [at_name, at_modes, at_proj, at_steps, at_lam, at_k, at_mu, at_n, at_classes, at_seed,
@@ -431,10 +453,11 @@ def _preferred(pools: list[str]) -> str | None:
     return next((p for p in pools if "dual" in p.lower()), pools[0] if pools else None)
 
 
-def _token(run: str | None, st: JobStatus | None) -> str:
+def _token(run: str | None, st: JobStatus | None, landed: str = "") -> str:
+    """What the timer compares: the job's state and progress, and (last) the stamp of the run's files."""
     if st is None:
-        return f"{run or ''}|none"
-    return f"{run or ''}|{st.id}|{st.state}|{st.progress:.3f}|{len(st.log)}"
+        return f"{run or ''}|none|{landed}"
+    return f"{run or ''}|{st.id}|{st.state}|{st.progress:.3f}|{len(st.log)}|{landed}"
 
 
 def launch(demo: gr.Blocks, runs_dir: str | Path, host: str = "127.0.0.1", port: int = 7860, share: bool = False,

@@ -10,7 +10,8 @@ from html import escape
 
 from ddcs_core.jobs import JobStatus
 from ddcs_core.ui import fmt
-from ddcs_core.ui.rows import Card, Detail, Difference, Exposure, Page, PoolHit, PoolMetrics, Stat
+from ddcs_core.ui.progress import JobLine, duration
+from ddcs_core.ui.rows import Card, Closest, Detail, Difference, Exposure, Page, PoolHit, PoolMetrics, Stat
 
 
 def notice(text: str, kind: str = "info") -> str:
@@ -32,15 +33,26 @@ def _img(src: str, alt: str, cls: str = "") -> str:
     return f'<img class="{cls}" src="{src}" alt="{escape(alt)}" loading="lazy">'
 
 
+def _closest_title(c: Closest) -> str:
+    return (f"Unmatched: the nearest reconstruction of this class (d = {fmt.num(c.d, 3)} from this target) was "
+            f"assigned to target #{c.assigned_rank}, which it is closer to (d = {fmt.num(c.assigned_d, 3)})")
+
+
 def card(c: Card) -> str:
     status = "exact copy" if c.exact_copy else ("matched" if c.matched else "unmatched")
     state = "ddcs-copy" if c.exact_copy else ("ddcs-ok" if c.matched else "ddcs-miss")
+    if c.closest is not None:
+        recon = (f'<img class="ddcs-dim" src="{c.closest.src}" alt="nearest reconstruction of the class" '
+                 f'title="{escape(_closest_title(c.closest))}" loading="lazy">')
+        line, wrap = f"assigned to #{c.closest.assigned_rank}, d = {fmt.num(c.closest.d, 3)}", " ddcs-wrap"
+    else:
+        recon = _img(c.recon_src, f"nearest reconstruction of target {c.target}")
+        line, wrap = f"{status} · d<sub>tar</sub> {fmt.num(c.d_tar, 3)}", ""
     return (
         f'<button class="ddcs-card {state}" data-idx="{c.target}" title="open target {c.target}">'
-        f'<div class="ddcs-pair">{_img(c.target_src, f"target {c.target}")}'
-        f'{_img(c.recon_src, f"nearest reconstruction of target {c.target}")}</div>'
+        f'<div class="ddcs-pair">{_img(c.target_src, f"target {c.target}")}{recon}</div>'
         f'<div class="ddcs-cap"><span class="ddcs-rank">#{c.rank}</span> <span class="ddcs-label">{escape(c.label)}</span></div>'
-        f'<div class="ddcs-cap ddcs-small"><span class="ddcs-dot"></span>{status} · d<sub>tar</sub> {fmt.num(c.d_tar, 3)}</div>'
+        f'<div class="ddcs-cap ddcs-small{wrap}"><span class="ddcs-dot"></span>{line}</div>'
         f'</button>')
 
 
@@ -55,13 +67,70 @@ def gallery(page: Page) -> str:
     return head + '<div class="ddcs-gallery">' + "".join(card(c) for c in page.cards) + "</div>"
 
 
+def targets_only(page: Page) -> str:
+    """The targets before any pool is evaluated: what the attack is after, while it runs."""
+    if not page.cards:
+        return notice("No targets match these filters.")
+    first = page.page * page.per_page + 1
+    head = (f'<div class="ddcs-gallery-head">Targets {fmt.count(first)}–{fmt.count(first + len(page.cards) - 1)} of '
+            f'{fmt.count(page.n_filtered)}: the private training images the attack tries to reconstruct; their '
+            f'reconstructions appear here when the first pool is evaluated</div>')
+    cards = "".join(
+        f'<div class="ddcs-card"><div class="ddcs-pair ddcs-single">{_img(c.target_src, f"target {c.target}")}</div>'
+        f'<div class="ddcs-cap"><span class="ddcs-label">{escape(c.label)}</span></div></div>'
+        for c in page.cards)
+    return head + f'<div class="ddcs-gallery">{cards}</div>'
+
+
+def precomputed(made: dict | None) -> str:
+    """The label of a run that was shipped precomputed: which command made it, and when."""
+    if not made:
+        return ""
+    when = str(made.get("finished", ""))[:10]
+    took = made.get("attack_seconds")
+    took = f", {round(float(took) / 60)} min of attack" if took else ""
+    return (f'<div class="ddcs-precomputed"><b>Precomputed results</b>, shipped with the app: made by '
+            f'<code>{escape(str(made.get("command", "?")))}</code> on {escape(when)}{escape(took)} '
+            f'(ddcs-explorer {escape(str(made.get("ddcs_explorer", "?")))}). '
+            'The Run view re-runs the attack live.</div>')
+
+
+def status_line(line: JobLine | None) -> str:
+    """One compact line about the job running on the selected run ('' when none runs)."""
+    if line is None:
+        return ""
+    step = f" · step {line.step}/{line.steps} {escape(line.step_name)}" if line.step else ""
+    left = duration(line.eta_s)
+    return (f'<div class="ddcs-status" role="status"><span><b>{escape(line.kind)}</b> running{step} · '
+            f'{line.percent} %</span><div class="ddcs-bar"><div style="width:{line.percent}%"></div></div>'
+            f'<span class="ddcs-muted">{escape(left + " left") if left else "estimating the time left"}</span></div>')
+
+
 def page_label(page: Page) -> str:
     return f"Page {page.page + 1} of {page.n_pages}"
+
+
+def _recon_img(h: PoolHit, cls: str) -> str:
+    """The assigned nearest reconstruction; for an unmatched target its class's nearest one, dimmed."""
+    if h.closest is not None:
+        return (f'<img class="{cls} ddcs-dim" src="{h.closest.src}" alt="nearest reconstruction of the class" '
+                f'title="{escape(_closest_title(h.closest))}">')
+    return _img(h.recon_src, f"nearest reconstruction in {h.pool}", cls)
+
+
+def _recon_caption(h: PoolHit, pool: str) -> str:
+    if h.closest is not None:
+        return (f"Nearest of the class · {escape(pool)} · assigned to target #{h.closest.assigned_rank}, "
+                f"d = {fmt.num(h.closest.d, 3)}")
+    return f"Nearest reconstruction · {escape(pool)}"
 
 
 def _hit_line(h: PoolHit, n_targets: int) -> str:
     if not h.evaluated:
         return "not evaluated"
+    if not h.matched and h.closest is not None:
+        return (f"unmatched · rank {h.rank} of {fmt.count(n_targets)}<br>"
+                f"nearest: assigned to #{h.closest.assigned_rank}, d = {fmt.num(h.closest.d, 3)}")
     if not h.matched:
         return f"unmatched · rank {h.rank} of {fmt.count(n_targets)}"
     return (f"d<sub>tar</sub> {fmt.num(h.d_tar)} · rank {h.rank} of {fmt.count(n_targets)} · "
@@ -83,16 +152,20 @@ def detail(d: Detail) -> str:
     ]
     if h.recon >= 0:
         facts.append(("Nearest reconstruction", f'#{h.recon} · <code>{escape(h.recon_path)}</code>'))
+    if h.closest is not None:
+        facts.append(("Nearest reconstruction of the class",
+                      f"#{h.closest.recon}, d = {fmt.num(h.closest.d)} from this target; assigned to target "
+                      f"#{h.closest.assigned_rank} (index {h.closest.assigned_to}), d = {fmt.num(h.closest.assigned_d)}"))
     table = "".join(f"<tr><th>{k}</th><td>{v}</td></tr>" for k, v in facts)
     main = (
         f'<div class="ddcs-detail"><figure class="ddcs-fig">{_img(d.target_src, f"target {d.target}", "ddcs-big")}'
         f'<figcaption>Target {d.target}</figcaption></figure>'
-        f'<figure class="ddcs-fig">{_img(h.recon_src, "nearest reconstruction", "ddcs-big")}'
-        f'<figcaption>Nearest reconstruction · {escape(d.pool)}</figcaption></figure>'
+        f'<figure class="ddcs-fig">{_recon_img(h, "ddcs-big")}'
+        f'<figcaption>{_recon_caption(h, d.pool)}</figcaption></figure>'
         f'<table class="ddcs-facts">{table}</table></div>')
     strip = "".join(
         f'<figure class="ddcs-fig ddcs-pool{" ddcs-current" if p.pool == d.pool else ""}">'
-        f'{_img(p.recon_src, f"nearest reconstruction in {p.pool}", "ddcs-mid")}'
+        f'{_recon_img(p, "ddcs-mid")}'
         f'<figcaption><b>{escape(p.pool)}</b><br>{_hit_line(p, d.n_targets)}</figcaption></figure>'
         for p in d.others)
     return (main + '<h3 class="ddcs-h3">Nearest reconstruction in every pool of the run</h3>'

@@ -11,7 +11,7 @@ import csv
 import io
 import math
 from dataclasses import asdict, dataclass
-from pathlib import Path
+from pathlib import Path, PurePath
 
 import numpy as np
 
@@ -77,6 +77,49 @@ class Card:
     recon: int
     target_src: str
     recon_src: str
+    closest: Closest | None = None
+
+
+@dataclass(frozen=True)
+class Closest:
+    """An unmatched target's nearest reconstruction of its class, which DDCS assigned to another target."""
+
+    recon: int
+    d: float  # LPIPS distance to this (unmatched) target
+    assigned_to: int  # the target it was assigned to
+    assigned_rank: int  # that target's rank, hardest first (the number its card shows)
+    assigned_d: float  # its distance to that target
+    src: str
+
+
+def closest(data: RunData, pool: str, target: int, side: int) -> Closest | None:
+    """For an unmatched target, its class's nearest reconstruction anyway; None for a matched target or
+    an evaluation stored before the closest reconstruction was recorded."""
+    a = data.evaluation(pool).arrays
+    if "closest" not in a or bool(a["matched"][target]):
+        return None
+    r = int(a["closest"][target])
+    if r < 0:
+        return None
+    if len(a["recon_assigned"]) != len(data.recon(pool)):
+        raise DDCSInputError(f"{data.run.pool_dir(pool)}: the evaluation covers {len(a['recon_assigned'])} "
+                             f"reconstructions but recon.npz holds {len(data.recon(pool))}; evaluate the pool again")
+    j = int(a["recon_assigned"][r])
+    return Closest(r, float(a["closest_dist"][target]), j, int(data.ranks(pool)[j]), float(a["recon_dist"][r]),
+                   data.thumb("recon", r, pool, max_side=side, lossless=False))
+
+
+def shown_path(path: str, source: str) -> str:
+    """A source file as the views show it: relative to the data root, the folder that holds the set's
+    source folder (lfw-deepfunneled/Person/Person_0001.jpg), not as an absolute path of whichever
+    machine made the run."""
+    p = PurePath(path)
+    if not p.is_absolute():
+        return path
+    try:
+        return p.relative_to(PurePath(source).parent).as_posix()
+    except ValueError:
+        return PurePath(*p.parts[-3:]).as_posix()
 
 
 @dataclass(frozen=True)
@@ -123,6 +166,27 @@ def gallery_page(data: RunData, pool: str, page: int = 0, per_page: int = 40, la
                 len(data.order(pool)), per_page)
 
 
+def targets_page(data: RunData, page: int = 0, per_page: int = 40, label: str = ALL_CLASSES,
+                 thumb_side: int = 96) -> Page:
+    """Before any pool is evaluated: one page of the targets themselves, in stored order (cards with
+    no reconstruction, rank 0)."""
+    if per_page < 1:
+        raise DDCSInputError(f"per_page must be positive, got {per_page}")
+    order = np.arange(len(data.targets))
+    if label and label != ALL_CLASSES:
+        names = data.targets.class_names
+        if label not in names:
+            raise DDCSInputError(f"class {label!r} is not among the targets' classes")
+        order = order[data.targets.labels == names.index(label)]
+    n_pages = max(1, -(-len(order) // per_page))
+    page = int(min(max(0, page), n_pages - 1))
+    names, labels = data.targets.class_names, data.targets.labels
+    cards = [Card(int(t), 0, names[int(labels[t])], math.inf, 0.0, False, False, -1,
+                  data.thumb("target", int(t), max_side=thumb_side, lossless=False), "")
+             for t in order[page * per_page:(page + 1) * per_page]]
+    return Page(cards, page, n_pages, len(order), len(data.targets), per_page)
+
+
 def card(data: RunData, pool: str, target: int, thumb_side: int = 96) -> Card:
     a = data.evaluation(pool).arrays
     j = data.nearest_recon(pool, target)
@@ -133,6 +197,7 @@ def card(data: RunData, pool: str, target: int, thumb_side: int = 96) -> Card:
         matched=bool(a["matched"][target]), exact_copy=bool(a["exact_copy"][target]), recon=j,
         target_src=data.thumb("target", target, max_side=thumb_side, lossless=False),
         recon_src=data.thumb("recon", j, pool, max_side=thumb_side, lossless=False) if j >= 0 else "",
+        closest=closest(data, pool, target, thumb_side) if j < 0 else None,
     )
 
 
@@ -151,6 +216,7 @@ class PoolHit:
     recon: int = -1
     recon_src: str = ""
     recon_path: str = ""
+    closest: Closest | None = None
 
 
 @dataclass(frozen=True)
@@ -171,10 +237,12 @@ def pool_hit(data: RunData, pool: str, target: int, side: int) -> PoolHit:
         return PoolHit(pool, evaluated=False)
     a = data.evaluation(pool).arrays
     j = data.nearest_recon(pool, target)
+    recon = data.recon(pool)
     return PoolHit(pool, True, bool(a["matched"][target]), float(a["d_tar"][target]), float(a["contribution"][target]),
                    int(data.ranks(pool)[target]), int(a["n_assigned"][target]), j,
                    data.thumb("recon", j, pool, max_side=side) if j >= 0 else "",
-                   data.recon(pool).paths[j] if j >= 0 else "")
+                   shown_path(recon.paths[j], recon.source) if j >= 0 else "",
+                   closest(data, pool, target, side) if j < 0 else None)
 
 
 def detail(data: RunData, pool: str, target: int, side: int = 256, strip_side: int = 128) -> Detail:
@@ -186,7 +254,8 @@ def detail(data: RunData, pool: str, target: int, side: int = 256, strip_side: i
     a = data.evaluation(pool).arrays
     return Detail(
         target=target, label=data.targets.class_names[int(data.targets.labels[target])],
-        path=data.targets.paths[target], target_src=data.thumb("target", target, max_side=side),
+        path=shown_path(data.targets.paths[target], data.targets.source),
+        target_src=data.thumb("target", target, max_side=side),
         pool=pool, n_targets=n, hit=pool_hit(data, pool, target, side), exact_copy=bool(a["exact_copy"][target]),
         others=[pool_hit(data, p, target, strip_side) for p in data.pools],
     )

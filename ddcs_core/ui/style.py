@@ -97,4 +97,13 @@ img.ddcs-mid { width: 128px; height: 128px; border-radius: 10px; object-fit: cov
 .ddcs-preview-cap { font-size: 0.82rem; margin-top: 8px; text-align: center; line-height: 1.4; }
 #ddcs-pager { align-items: center; justify-content: center; gap: 8px; }
 #ddcs-page-label { text-align: center; font-variant-numeric: tabular-nums; }
+img.ddcs-dim { opacity: .45; filter: grayscale(.5); }
+.ddcs-cap.ddcs-wrap { white-space: normal; line-height: 1.3; }
+.ddcs-status { display: flex; align-items: center; gap: 10px; font-size: 0.84rem; padding: 6px 12px; margin: 2px 0;
+  border: 1px solid var(--color-accent); border-radius: 10px; background: var(--background-fill-secondary);
+  font-variant-numeric: tabular-nums; }
+.ddcs-status .ddcs-bar { flex: 0 0 140px; height: 6px; }
+.ddcs-precomputed { font-size: 0.8rem; color: var(--body-text-color-subdued); margin: 0 2px 6px; }
+.ddcs-precomputed b { color: var(--body-text-color); font-weight: 600; }
+.ddcs-single { grid-template-columns: 1fr; }
 """

@@ -7,6 +7,7 @@ input arrive here as DDCSInputError and leave as messages for the user.
 
 from __future__ import annotations
 
+import logging
 import re
 import shutil
 import tempfile
@@ -16,12 +17,13 @@ from html import escape
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from ddcs_core import shipped_run
 from ddcs_core.data.images import ImageSet, load_images
 from ddcs_core.errors import DDCSInputError
 from ddcs_core.jobs import JobRunner, JobStatus, job_kinds
 from ddcs_core.roots import DataRoots
 from ddcs_core.runs import Run, RunStore, check_name
-from ddcs_core.ui import render, rows
+from ddcs_core.ui import progress, render, rows
 from ddcs_core.ui.map_data import figure, map_data
 from ddcs_core.ui.rundata import RunCache, RunData
 from ddcs_core.ui.thumbs import grid_data_uri
@@ -34,6 +36,7 @@ PER_PAGE = 40
 DIFF_SHOWN = 24
 DEFENSE_SHOWN = 30
 UPLOADS = ".uploads"  # under the run store: uploads unpacked while they load (never served)
+log = logging.getLogger(__name__)
 
 
 class Explorer:
@@ -47,6 +50,8 @@ class Explorer:
         self.cache = RunCache(self.store)
         self.runner = runner or JobRunner()
         self.device = device
+        self.shipped_demo: Path | None = shipped_run.SHIPPED_RUN  # None: the demo run is always attacked live
+        self._reference: dict[str, float] | None = None
 
     # runs and pools -----------------------------------------------------------------------------------
     def run_names(self) -> list[str]:
@@ -69,7 +74,52 @@ class Explorer:
         waiting = [p for p in d.pools if p not in d.evaluated]
         extra = f" · not evaluated yet: {', '.join(waiting)}" if waiting else ""
         return (f'<div class="ddcs-profile">Run <b>{escape(run)}</b> · {len(d.targets):,} targets · '
-                f'pools: {escape(", ".join(d.pools) or "none")}{escape(extra)}</div>')
+                f'pools: {escape(", ".join(d.pools) or "none")}{escape(extra)}</div>'
+                + render.precomputed(shipped_run.precomputed(d.run)))
+
+    # job status ---------------------------------------------------------------------------------------
+    def reference_times(self) -> dict[str, float]:
+        """Seconds per step of the shipped demo run: what the ETAs of a step job start from."""
+        if self._reference is None:
+            self._reference = shipped_run.step_times(self.shipped_demo)
+        return self._reference
+
+    def _step_plan(self, run: str | None) -> tuple[JobStatus | None, list[str] | None, dict]:
+        """The run's active job, the experiment's steps (on an attack run; a job that reports
+        '<i>/<n> <step>' runs them) and the run's steps.json."""
+        st = self.job_status(run)
+        if st is None or not st.active:
+            return st, None, {}
+        from ddcs_core.experiment import step_names, steps_record
+
+        r = self.store.run(run)
+        experiment = r.config.get("experiment")
+        return st, step_names(experiment) if experiment else None, steps_record(r)
+
+    def status_line(self, run: str | None) -> str:
+        """The compact line every view shows while a job runs on the run ('' otherwise)."""
+        st, names, record = self._step_plan(run)
+        return render.status_line(progress.job_line(st, names, record, self.reference_times()))
+
+    def waiting(self, run: str | None, step: str, what: str) -> str | None:
+        """'<what> comes with step i/n (name) of the running job, in about …', when a running job will
+        make it (`step`: a step name, or a prefix ending in '-'); None otherwise."""
+        st, names, record = self._step_plan(run)
+        wait = progress.step_wait(step, st, names, record, self.reference_times())
+        if wait is None:
+            return None
+        when = progress.duration(wait.eta_s)
+        return (f"{what} comes with step {wait.step}/{wait.steps} ({wait.name}) of the {st.kind} job running on "
+                f"this run{', in ' + when if when else ''}; this view refreshes when it lands.")
+
+    def landed(self, run: str | None) -> str:
+        """Changes whenever a file the views read changes (a pool lands, the map is stored)."""
+        if not run:
+            return ""
+        try:
+            return f"{hash(self.cache.get(run).stamp) & 0xFFFFFFFF:08x}"
+        except DDCSInputError:  # the run went away: the next redraw says so
+            return "gone"
 
     # targets ------------------------------------------------------------------------------------------
     def targets_view(self, run: str | None, pool: str | None, label: str = rows.ALL_CLASSES, status: str = "All",
@@ -79,9 +129,11 @@ class Explorer:
             return self.run_line(run), "", "", 0
         d = self.data(run)
         if not pool:
-            msg = (f"Run {run} has no evaluated pool yet: start the job 'evaluate' in the Run tab."
-                   if d.pools else f"Run {run} has no reconstructions yet.")
-            return render.notice(msg), "", "", 0
+            msg = self.waiting(run, "evaluate-", "The first evaluated pool") or (
+                f"Run {run} has no evaluated pool yet: start the job 'evaluate' in the Run tab."
+                if d.pools else f"Run {run} has no reconstructions yet.")
+            page_rec = rows.targets_page(d, page, per_page, label or rows.ALL_CLASSES)
+            return (render.notice(msg), render.targets_only(page_rec), render.page_label(page_rec), page_rec.page)
         report = d.evaluation(pool).report
         summary = render.summary(rows.summary(report), rows.profile_line(report))
         page_rec = rows.gallery_page(d, pool, page, per_page, label or rows.ALL_CLASSES, status or "All")
@@ -111,7 +163,10 @@ class Explorer:
         """(plotly figure or None, note HTML)."""
         if not run:
             return None, self.run_line(run)
-        md = map_data(self.data(run), pool)
+        d = self.data(run)
+        md = map_data(d, pool)
+        if md.message and (d.map() is None or md.stale):
+            md.message = self.waiting(run, "map", "The map" if d.map() is None else "The updated map") or md.message
         if not md.traces:
             return None, render.notice(md.message, "info")
         note = render.notice(md.message, "warn") if md.message else ""
@@ -153,7 +208,8 @@ class Explorer:
                 items.append((name, "", str(exc)))
         table = render.metrics_table(rows.metrics_rows(d))
         if not a or not b:
-            return render.grids(items), table, render.notice("The run needs two evaluated pools to compare matches.")
+            wait = self.waiting(run, "evaluate-", "The next evaluated pool")
+            return render.grids(items), table, render.notice(wait or "The run needs two evaluated pools to compare matches.")
         if a == b:
             return render.grids(items), table, render.notice("Pick two different pools.")
         diff = rows.match_difference(d, a, b)
@@ -171,11 +227,13 @@ class Explorer:
             return self.run_line(run), None
         d = self.data(run)
         if not d.evaluated:
-            return render.notice(f"Run {run} has no evaluated pool yet."), None
+            wait = self.waiting(run, "evaluate-", "The first evaluated pool")
+            return render.notice(wait or f"Run {run} has no evaluated pool yet."), None
         pool = pool or rows.ALL_POOLS
         ranking = rows.exposure_ranking(d, pool)
         path = rows.write_exposure_csv(d, pool)
-        top = [r for r in ranking if r.matched][:max(1, int(shown))]
+        top = [replace(r, path=rows.shown_path(r.path, d.targets.source))
+               for r in ranking if r.matched][:max(1, int(shown))]
         return render.exposure(top, [d.thumb("target", r.target, max_side=64, lossless=False) for r in top], len(ranking)), str(path)
 
     # jobs ---------------------------------------------------------------------------------------------
@@ -226,16 +284,34 @@ class Explorer:
         return run
 
     def ensure_demo_run(self, progress: bool = True) -> Run:
-        """The demo run (assets/configs/demo.yaml on the shipped world): created if missing and its
-        remaining steps started as a job, so the app shows pools as they finish."""
+        """The demo run (assets/configs/demo.yaml on the shipped world). On first start it is the shipped,
+        precomputed run, installed in seconds; without one (or when it is refused) it is created and its
+        steps started as a job, so the app shows pools as they finish. An unfinished one is resumed."""
         from ddcs_core.experiment import DEMO_RUN, create_attack_run, run_finished
 
         run = self.store.run(DEMO_RUN)
+        if not run.exists() and self.shipped_demo is not None and (self.shipped_demo / shipped_run.MANIFEST).is_file():
+            try:
+                return shipped_run.install(self.store, DEMO_RUN, self.shipped_demo, progress=progress)
+            except DDCSInputError as exc:
+                log.warning("the shipped demo run is refused (%s); attacking live instead", exc)
         if not run.exists():
             run = create_attack_run(self.store.root, DEMO_RUN, device=self.device, progress=progress)
         status = self.runner.status(run)
         if not run_finished(run) and not (status is not None and status.active):
             self.runner.start(run, "attack", {"device": self.device})
+        return run
+
+    def rerun_demo(self, device: str | None = None) -> Run:
+        """A new run `demo-live-<time>` with the demo attack's settings, attacked live in the background;
+        the precomputed demo run stays as it is, to compare with."""
+        from ddcs_core.experiment import create_attack_run
+
+        name = f"demo-live-{datetime.now().strftime('%Y%m%d-%H%M%S')}"
+        if self.store.run(name).exists():
+            raise DDCSInputError(f"run {name} exists already; wait a second and try again")
+        run = create_attack_run(self.store.root, name, device=device or self.device)
+        self.runner.start(run, "attack", {"device": device or self.device})
         return run
 
     # evaluate -----------------------------------------------------------------------------------------
