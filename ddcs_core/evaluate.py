@@ -300,15 +300,23 @@ def _nearest(metric: PerceptualDistance, targets: ImageSet, recon: ImageSet, gro
         costs = [len(q) * len(k) + len(q) + len(k) for q, k in groups]
         mine, split = [groups[i] for i in distributed.my_share(costs)], "classes"
     part = metric.nearest(recon.images, targets.images, mine, progress=progress and distributed.is_main())
-    parts = distributed.gather_to_main((part.index, part.distance, part.query_pooled, part.key_pooled))
+    parts = distributed.gather_to_main((part.index, part.distance, part.second_index, part.second,
+                                        part.query_pooled, part.key_pooled, part.key_index, part.key_distance))
     if parts is None:
         return None, split
     index = np.full(len(recon), -1, np.int64)
     distance = np.full(len(recon), np.inf, np.float64)
+    second_index = np.full(len(recon), -1, np.int64)
+    second = np.full(len(recon), np.inf, np.float64)
+    key_index = np.full(len(targets), -1, np.int64)
+    key_distance = np.full(len(targets), np.inf, np.float64)
     pooled: dict[str, np.ndarray | None] = {"queries": None, "keys": None}
-    for idx, dist_, q_pooled, k_pooled in parts:
-        owned = dist_ < distance
+    for idx, dist_, idx2, dist2, q_pooled, k_pooled, k_idx, k_dist in parts:
+        owned = dist_ < distance  # each query is searched by one rank only
         index[owned], distance[owned] = idx[owned], dist_[owned]
+        second_index[owned], second[owned] = idx2[owned], dist2[owned]
+        closer = k_dist < key_distance  # class-agnostic: each rank saw a share of the queries
+        key_index[closer], key_distance[closer] = k_idx[closer], k_dist[closer]
         for key, arr in (("queries", q_pooled), ("keys", k_pooled)):
             if arr is None:
                 continue
@@ -319,7 +327,8 @@ def _nearest(metric: PerceptualDistance, targets: ImageSet, recon: ImageSet, gro
                 pooled[key][fill] = arr[fill]
     if pooled["keys"] is None:
         pooled["keys"] = metric.embed(targets.images).pooled
-    return Nearest(index, distance, pooled["queries"], pooled["keys"]), split
+    return Nearest(index, distance, second_index, second, pooled["queries"], pooled["keys"], key_index,
+                   key_distance), split
 
 
 def _features(config: EvalConfig, metric: PerceptualDistance, targets: ImageSet, recon: ImageSet,

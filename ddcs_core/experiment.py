@@ -211,11 +211,12 @@ class Experiment:
         atomic.write_text(self.run.path / "reproduction.md", to_markdown(rows))
 
 
-def step_names(config: dict) -> list[str]:
+def step_names(config: ExperimentConfig | dict) -> list[str]:
     """The experiment's steps in the order `Experiment.run_all` runs them, from the config alone (the
-    app's status line counts and times them without loading a world)."""
+    app's status line counts and times them without loading a world); `config` typed or as stored."""
+    modes = config.transfer.modes if isinstance(config, ExperimentConfig) else config["transfer"]["modes"]
     names = [f"fid-{PRETRAINED}", f"invert-{PRETRAINED}", f"evaluate-{VANILLA_POOL}"]
-    for m in config["transfer"]["modes"]:
+    for m in modes:
         names += [f"transfer-{m}", f"fid-{m}", f"invert-{m}", f"evaluate-{pool_name(m)}", f"dual-{m}",
                   f"evaluate-dual-{m}"]
     return names + ["map", "table"]
