@@ -243,16 +243,22 @@ class Generator(nn.Module):
     def forward(self, z: torch.Tensor, truncation_psi: float = 1.0, noise_mode: str = "random") -> torch.Tensor:
         return self.synthesis(self.mapping(z, truncation_psi), noise_mode)
 
-    @torch.no_grad()
     def mean_w(self, n: int = 10000, seed: int = 0, batch_size: int = 1000) -> torch.Tensor:
         """Mean of mapping(z) over `n` seeded random z: a w_avg estimate for untracked checkpoints."""
-        gen = torch.Generator().manual_seed(seed)
-        device = self.const.device
-        total = torch.zeros(self.w_dim, device=device, dtype=torch.float64)
-        for i in range(0, n, batch_size):
-            z = torch.randn(min(batch_size, n - i), self.z_dim, generator=gen).to(device)
-            total += self.mapping(z).double().sum(dim=0)
-        return (total / n).float()
+        return mean_w(self, n, seed, batch_size)
+
+
+@torch.no_grad()
+def mean_w(G: nn.Module, n: int = 10000, seed: int = 0, batch_size: int = 1000) -> torch.Tensor:
+    """Mean of G.mapping(z) over `n` seeded random z, accumulated in float64 (any generator with
+    `mapping`, `z_dim`, `w_dim` and a `const` input: ours and the imported StyleGAN2-ADA)."""
+    gen = torch.Generator().manual_seed(seed)
+    device = G.const.device
+    total = torch.zeros(G.w_dim, device=device, dtype=torch.float64)
+    for i in range(0, n, batch_size):
+        z = torch.randn(min(batch_size, n - i), G.z_dim, generator=gen).to(device)
+        total += G.mapping(z).double().sum(dim=0)
+    return (total / n).float()
 
 
 class DiscriminatorBlock(nn.Module):
