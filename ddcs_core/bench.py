@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -227,8 +228,12 @@ def transfer_bench(steps: int = 20, batch_size: int = 8, k: int = 20, refresh_ev
         if mode == "ngd" and projection == "reference":
             adv.prepare_reference(G)
         sync()
+        note(f"{mode} ({projection}): setup {time.perf_counter() - t:.1f} s")
         return {"G": G, "D": D, "opt": make_optimizers(G, D, cfg), "gen": gen, "adv": adv, "times": [],
-                "setup_s": time.perf_counter() - t}
+                "setup_s": time.perf_counter() - t, "mode": mode}
+
+    def note(text: str) -> None:  # progress on stderr, so a long 256 px run shows figures as it goes
+        print(f"bench transfer: {text}", file=sys.stderr, flush=True)
 
     def step(t: dict, i: int) -> float:
         t["adv"].step = i
@@ -243,6 +248,7 @@ def transfer_bench(steps: int = 20, batch_size: int = 8, k: int = 20, refresh_ev
     for i in range(warmup + steps):
         for t in (ent, ngd) if i % 2 == 0 else (ngd, ent):
             elapsed = step(t, i)
+            note(f"{t['mode']} step {i}{' (warm-up)' if i < warmup else ''}: {elapsed:.2f} s")
             if i >= warmup:
                 t["times"].append(elapsed)
     med = {name: statistics.median(t["times"]) for name, t in (("entropy", ent), ("ngd", ngd))}

@@ -37,6 +37,9 @@ def _exists(path: str, key: str) -> Path:
 
 def check_files(config: WorldConfig) -> None:
     """Every role is given and every file it names exists (before minutes of loading)."""
+    if config.data_root is not None:
+        raise DDCSInputError("world.data_root is for kind 'demo' (the LFW root); a custom world names "
+                             "world.private and world.public")
     missing = [k for k in REQUIRED if getattr(config, k) is None]
     if missing:
         raise DDCSInputError(f"world: kind 'custom' needs {', '.join('world.' + k for k in missing)}")

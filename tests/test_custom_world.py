@@ -142,6 +142,8 @@ def test_world_refusals(world_dir, tmp_path):
     four = {**base.victim, "weights": str(tmp_path / "v4.pt"), "num_classes": 4, "class_names": None}
     with pytest.raises(DDCSInputError, match="world.victim has 4 classes but world.private has 3"):
         load_custom_world(replace(base, victim=four), dev, False)
+    with pytest.raises(DDCSInputError, match="world.data_root is for kind 'demo'"):
+        load_custom_world(replace(base, data_root="/data"), dev, False)
     with pytest.raises(DDCSInputError, match="needs world.evaluator"):
         load_custom_world(replace(base, evaluator=None), dev, False)
     with pytest.raises(DDCSInputError, match="world.victim.preprocess"):
@@ -170,3 +172,19 @@ def test_paper_config_parses_and_names_missing_placeholders(tmp_path, capsys):
         load_custom_world(w, resolve_device("cpu"), progress=False)
     assert main(["run", "--config", str(path), "--runs", str(tmp_path), "--device", "cpu"]) == 2
     assert "file not found: world.generator" in capsys.readouterr().err
+
+
+def test_grey_batches_make_rgb_grids():
+    from ddcs_core.models.train_gan import image_grid
+
+    grey = torch.linspace(-1, 1, 2 * 4 * 4).reshape(2, 1, 4, 4)
+    grid = np.asarray(image_grid(grey, 2))
+    assert grid.shape == (4, 8, 3) and (grid[..., 0] == grid[..., 2]).all()
+    assert grid[0, 0, 0] == 0 and grid[3, 7, 0] == 255
+
+
+def test_bench_transfer_refuses_unknown_world():
+    from ddcs_core.bench import transfer_bench
+
+    with pytest.raises(DDCSInputError, match="--world must be one of"):
+        transfer_bench(world="stylegan3")
