@@ -226,6 +226,13 @@ def _add_bench(sub) -> None:
     t.add_argument("--k", type=int, default=20, help="eigenpairs of the NGD basis")
     t.add_argument("--refresh-every", type=int, default=10, help="R of the damped projection")
     t.add_argument("--device", default="auto")
+    t.add_argument("--world", choices=["demo", "sg2ada-256"], default="demo",
+                   help="demo: the 64 px demo world; sg2ada-256: StyleGAN2-ADA paper256 G/D + irse50 victim (random)")
+    t.add_argument("--reference-latents", type=int, default=4, help="latents of the reference NGD bases")
+    t.add_argument("--warmup", type=int, default=3, help="untimed steps per mode first")
+    t.add_argument("--no-damped", action="store_true", help="skip the damped projection's refresh timing")
+    t.add_argument("--lanczos-maxiter", type=int, default=None,
+                   help="cap the Hessian-vector products per basis (bounds the setup time, not the step time)")
     d = bsub.add_parser("distributed", help="inversion and evaluation throughput, 1 process vs N under torchrun "
                                             "(CPU: 1 x T threads vs N x T/N; GPUs: 1 vs all)")
     d.add_argument("--nproc", type=int, help="processes of the distributed setting (default: GPUs, or 2 on the CPU)")
@@ -253,7 +260,9 @@ def _run_bench(args) -> int:
         out = distributed_bench(args.nproc, args.threads, args.device, args.classes, args.steps,
                                 eval_classes=args.eval_classes)
     elif args.what == "transfer":
-        out = bench.transfer_bench(args.steps, args.batch_size, args.k, args.refresh_every, device=args.device)
+        out = bench.transfer_bench(args.steps, args.batch_size, args.k, args.refresh_every, args.warmup,
+                                   device=args.device, world=args.world, reference_latents=args.reference_latents,
+                                   damped=not args.no_damped, lanczos_maxiter=args.lanczos_maxiter)
     elif args.what == "lpips":
         out = bench.lpips_bench(args.n, args.m, args.size, args.net, args.naive_pairs)
     else:

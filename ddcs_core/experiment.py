@@ -129,7 +129,10 @@ class Experiment:
         path = transfer_paths(self.run.path, name)["G"]
         if not path.is_file():
             raise DDCSInputError(f"{path}: the transfer step for mode {name!r} has not finished")
-        return load_model(path, device=self.device)[0]
+        G = load_model(path, device=self.device)[0]
+        if self.world.generator_class is not None:  # a checkpoint keeps weights, not the conditioning
+            G.set_class(self.world.generator_class)
+        return G
 
     def transfer_step(self, mode: str, report: Report, cancelled: ShouldStop) -> None:
         transfer(self.world.generator, self.world.discriminator, self.world.victim, self.world.public,
@@ -194,7 +197,8 @@ class Experiment:
 
         recon, _ = self.run.recon(pool)
         config = replace(self.config.evaluation, eval_model=self.world.evaluator_path, device=str(self.device))
-        evaluation = evaluate_sets(self.world.targets, recon, config, progress=self.progress)
+        evaluation = evaluate_sets(self.world.targets, recon, config, progress=self.progress,
+                                   eval_classifier=self.world.evaluator)
         if evaluation is not None:  # None on torchrun ranks other than 0, which merged the search
             self.run.write_evaluation(pool, evaluation)
 

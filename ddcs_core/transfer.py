@@ -373,7 +373,8 @@ def transfer(
                       restart_hint=f"delete {paths['work']} to start over")
     result = trainer.fit(loop)
     step, log, adv = result.steps, loop.log, loop.adv
-    sha = save_model(paths["G"], loop.G_ema, "stylegan2-g", loop.G_ema.config,
+    # the generator's own arch (stylegan2-g, stylegan2-ada-g, ...), so load_model rebuilds what was trained
+    sha = save_model(paths["G"], loop.G_ema, getattr(loop.G_ema, "arch", "stylegan2-g"), loop.G_ema.config,
                      meta={"mode": c.mode, "step": step, "seed": c.seed})
     tail = slice(-50, None)
 

@@ -85,8 +85,10 @@ def _fingerprint(images: np.ndarray) -> str:
 
 
 def image_grid(images: torch.Tensor, cols: int) -> Image.Image:
-    """A [-1, 1] NCHW batch as one PIL image, `cols` per row."""
+    """A [-1, 1] NCHW batch as one PIL image, `cols` per row (grey images shown as RGB)."""
     x = ((images.detach().float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).cpu()
+    if x.shape[1] == 1:
+        x = x.expand(-1, 3, -1, -1)
     n, c, h, w = x.shape
     rows = -(-n // cols)
     pad = torch.zeros(rows * cols - n, c, h, w, dtype=torch.uint8)
