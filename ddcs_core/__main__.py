@@ -227,7 +227,7 @@ def _run_run(args) -> int:
 
     t = time.perf_counter()
     only = [s.strip() for s in args.only.split(",") if s.strip()] if args.only else None
-    target = RunStore(args.runs).run(args.name or load_config(args.config, args.overrides)["name"])
+    target = RunStore(args.runs).run(args.name or load_config(args.config, args.overrides).name)
     params = {"config": args.config, "only": args.only or "", "overrides": list(args.overrides), "device": args.device}
     with exclusive_job(target, "run (CLI)", params):  # the same lock as the app's jobs: never two on one run
         run = run_experiment(args.config, args.runs, args.name, args.device, progress=not args.quiet, only=only,
