@@ -21,24 +21,12 @@ kept, perceptually most sensitive directions, which shows as texture artifacts),
 raw P g (the paper's code; its size depends on the eigenvalues' units).
 
 The paper preset (`ngd_preset: paper`) sets the official code's choices, each its own field so one
-can be flipped at a time (`paper_preset_table()` prints this with the values in force):
-
-    field            ours (default)   paper       accident?  why it matters
-    lam              0.03             1.0         partly     λ on the entropy *summed* over the batch,
-                                                             so its strength grows with batch_size
-    ngd_scale        spectral         none        yes        raw Λ⁻¹: its size is in LPIPS-per-pixel²
-                                                             units, which change with backbone and
-                                                             resolution, so λ=1 means nothing fixed
-    basis_per_slot   false            true        yes        image i of every batch uses basis i,
-                                                             the Hessian of an unrelated image
-    basis_latents    normal           uniform     yes        bases at G(torch.rand z), z ∈ [0,1)ᵈ:
-                                                             not the prior G samples from
-    hessian_offset   0                1e-4        probably   H of d(x, x') at x' = G(z + 1e-4·ε), not
-                                                             at x' = x (adds a small residual term)
-    lpips_net        alex             vgg         no         the paper's LPIPS backbone
-    eigensolver      lanczos          arpack      no         same top-k to tolerance (tested)
-    projection, k    reference, 20    reference, 20  no      P g = V Λ⁻¹ Vᵀ g from precomputed bases
-
+can be flipped at a time; PAPER_PRESET lists them with an "arguably an accident" flag and the reason,
+`paper_preset_table()` renders that as markdown. The accidents: raw Λ⁻¹ (`ngd_scale: none`, units of
+LPIPS per squared pixel step that change with backbone and resolution), one basis per batch slot (an
+unrelated image's Hessian), bases at `torch.rand` latents (not the prior), and, probably, the Hessian
+taken at G(z + 1e-4·ε) rather than at x' = x; λ = 1 on the batch-summed entropy is one in part (its
+strength grows with batch_size). LPIPS-VGG and ARPACK are deliberate (ARPACK and our Lanczos agree).
 The preset fills the fields its mapping does not set (`{ngd_preset: paper, lam: 0.03}` is the paper
 at λ=0.03); `--set transfer.ngd_preset=paper` on the command line replaces the file's values of those
 fields (config.load_config), later `--set`s still win. The stored config holds every value.
@@ -101,10 +89,10 @@ EIGENSOLVERS = {"lanczos": "torch", "arpack": "scipy"}  # name in the config →
 LPIPS_NETS = ("alex", "vgg")
 # The official code's choices (see the table above); `accident` marks the arguably unintended ones.
 PAPER_PRESET = {
-    "lam": (1.0, "partly", "λ = 1 on the entropy summed over the batch"),
+    "lam": (1.0, "partly", "λ = 1 on the entropy summed over the batch (strength grows with batch_size)"),
     "projection": ("reference", "no", "P g = V Λ⁻¹ Vᵀ g with bases computed once"),
     "k": (20, "no", "top-20 eigenpairs"),
-    "ngd_scale": ("none", "yes", "raw Λ⁻¹, units of LPIPS per squared pixel step"),
+    "ngd_scale": ("none", "yes", "raw Λ⁻¹: LPIPS-per-squared-pixel units, which change with backbone and resolution"),
     "basis_per_slot": (True, "yes", "image i of every batch uses basis i (an unrelated image's Hessian)"),
     "basis_latents": ("uniform", "yes", "bases at latents drawn torch.rand, uniform [0, 1), not the prior"),
     "hessian_offset": (1e-4, "probably", "Hessian at x' = G(z + 1e-4·ε), slightly off x' = x"),
