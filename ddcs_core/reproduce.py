@@ -70,6 +70,10 @@ def reproduction_table(run: Run) -> dict:
     notes = [f"Gen. FID: generator samples at fixed latents vs public images, features {', '.join(sorted(features)) or '—'}",
              "Victim entropy (nats, uniform = log #classes) and mean top-1 confidence: the victim on the same "
              "fixed-latent samples; L_adv: the entropy loss summed over each transfer batch"]
+    if any(t.get("diagnostics") for t in transfer):
+        notes.append("NGD kept: ‖VVᵀg‖/‖g‖, the share of the victim's entropy gradient g inside the rank-k basis; gain: "
+                     "⟨g, P̂g⟩/‖g‖², the first-order L_adv decrease of the applied step relative to the plain entropy "
+                     "step at the same λ; λ_max: the basis's top eigenvalue (LPIPS units); means over the transfer steps")
     notes += [f"Evaluation profile: {p}" for p in sorted(eval_profiles)]
     return {"run": str(run.path), "pools": rows, "transfer": transfer, "notes": notes}
 
