@@ -27,6 +27,7 @@ The demo config sets every one of these explicitly, so its effective values are 
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
@@ -252,6 +253,9 @@ def parse_experiment(raw: dict, source: str = "config") -> ExperimentConfig:
                             fid=FIDConfig(**fid))
 
 
+_EXPONENT = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)[eE][-+]?\d+")
+
+
 def apply_override(raw: dict, item: str) -> None:
     """Set `a.b.c=value` in the nested mapping `raw` (value parsed as YAML: 0.3, [ngd], true, text)."""
     key, sep, text = item.partition("=")
@@ -262,6 +266,8 @@ def apply_override(raw: dict, item: str) -> None:
         value = yaml.safe_load(text)
     except yaml.YAMLError as e:
         raise DDCSInputError(f"--set {item!r}: the value is not valid YAML ({e})") from e
+    if isinstance(value, str) and _EXPONENT.fullmatch(value.strip()):
+        value = float(value)  # YAML 1.1 reads 1e-4 (no dot) as text; on the command line it is a number
     node = raw
     for part in parts[:-1]:
         child = node.setdefault(part, {})
@@ -269,6 +275,23 @@ def apply_override(raw: dict, item: str) -> None:
             raise DDCSInputError(f"--set {item!r}: {part!r} is not a section")
         node = child
     node[parts[-1]] = value
+
+
+def _preset_replaces_file(raw: dict, overrides: list[str]) -> None:
+    """`--set transfer.ngd_preset=NAME` asks for that preset: drop the file's values of the preset's
+    fields (a file's `ngd_scale: spectral` would otherwise win over the preset); `--set`s still win."""
+    from ddcs_core.transfer import NGD_PRESETS, preset_values
+
+    for item in overrides:
+        key, _, text = item.partition("=")
+        if key.strip() == "transfer.ngd_preset":
+            try:
+                name = yaml.safe_load(text)
+            except yaml.YAMLError:
+                return  # apply_override reports it
+            if name in NGD_PRESETS and isinstance(raw.get("transfer"), dict):
+                for field_name in preset_values(name):
+                    raw["transfer"].pop(field_name, None)
 
 
 def load_config(path: str | Path, overrides: list[str] | None = None) -> ExperimentConfig:
@@ -282,7 +305,9 @@ def load_config(path: str | Path, overrides: list[str] | None = None) -> Experim
         raise DDCSInputError(f"--config {path}: not valid YAML ({e})") from e
     if not isinstance(raw, dict):
         raise DDCSInputError(f"--config {path}: must be a mapping of sections")
-    for item in overrides or []:
+    overrides = list(overrides or [])
+    _preset_replaces_file(raw, overrides)
+    for item in overrides:
         apply_override(raw, item)
     if isinstance(raw.get("world"), dict):
         raw["world"] = resolve_world_paths(raw["world"], path.resolve().parent)

@@ -20,6 +20,21 @@ fixed per basis (not per image), so images keep their relative gradient sizes. A
 kept, perceptually most sensitive directions, which shows as texture artifacts), `none` keeps the
 raw P g (the paper's code; its size depends on the eigenvalues' units).
 
+The paper preset (`ngd_preset: paper`) sets the official code's choices, each its own field so one
+can be flipped at a time; PAPER_PRESET lists them with an "arguably an accident" flag and the reason,
+`paper_preset_table()` renders that as markdown. The accidents: raw Λ⁻¹ (`ngd_scale: none`, units of
+LPIPS per squared pixel step that change with backbone and resolution), one basis per batch slot (an
+unrelated image's Hessian), bases at `torch.rand` latents (not the prior), and, probably, the Hessian
+taken at G(z + 1e-4·ε) rather than at x' = x; λ = 1 on the batch-summed entropy is one in part (its
+strength grows with batch_size). LPIPS-VGG and ARPACK are deliberate (ARPACK and our Lanczos agree).
+The preset fills the fields its mapping does not set (`{ngd_preset: paper, lam: 0.03}` is the paper
+at λ=0.03); `--set transfer.ngd_preset=paper` on the command line replaces the file's values of those
+fields (config.load_config), later `--set`s still win. The stored config holds every value.
+
+Diagnostics (ngd): every step logs what the applied step keeps of the plain gradient g
+(geometry.ngd.projection_diagnostics: ‖VVᵀg‖/‖g‖, cos(g, P̂g), the first-order L_adv gain relative to
+the entropy step, ‖P̂g‖/‖g‖); the summary holds their means and the basis's eigenvalue scale.
+
 Fixed evaluation latents: every mode draws the same grid latents (from `grid_seed`) and saves
 `<out>/grids/<mode>/step-XXXX.png` at step 0 and at every checkpoint, plus the latest as
 `<out>/grids/<mode>.png`, so artifacts compare side by side. State (`<out>/transfer/<mode>/state.pt`)
@@ -48,7 +63,7 @@ from ddcs_core.attacks.losses import entropy_loss
 from ddcs_core.errors import DDCSInputError, config_from_dict
 from ddcs_core.geometry.hvp import EmbedFn
 from ddcs_core.geometry.lanczos import LanczosNotConverged
-from ddcs_core.geometry.ngd import NGDBasis, NGDConfig, NGDProjector
+from ddcs_core.geometry.ngd import NGDBasis, NGDConfig, NGDProjector, projection_diagnostics
 from ddcs_core.control import Report, ShouldStop, silent
 from ddcs_core.models.checkpoints import save_model
 from ddcs_core.models.stylegan2 import Discriminator, Generator
@@ -68,6 +83,23 @@ log = logging.getLogger(__name__)
 MODES = ("vanilla", "entropy", "ngd")
 PROJECTIONS = ("reference", "damped")
 NGD_SCALES = ("spectral", "grad-norm", "none")
+NGD_PRESETS = ("paper",)
+BASIS_LATENTS = ("normal", "uniform")
+EIGENSOLVERS = {"lanczos": "torch", "arpack": "scipy"}  # name in the config → geometry.lanczos method
+LPIPS_NETS = ("alex", "vgg")
+# The official code's choices (see the table above); `accident` marks the arguably unintended ones.
+PAPER_PRESET = {
+    "lam": (1.0, "partly", "λ = 1 on the entropy summed over the batch (strength grows with batch_size)"),
+    "projection": ("reference", "no", "P g = V Λ⁻¹ Vᵀ g with bases computed once"),
+    "k": (20, "no", "top-20 eigenpairs"),
+    "ngd_scale": ("none", "yes", "raw Λ⁻¹: LPIPS-per-squared-pixel units, which change with backbone and resolution"),
+    "basis_per_slot": (True, "yes", "image i of every batch uses basis i (an unrelated image's Hessian)"),
+    "basis_latents": ("uniform", "yes", "bases at latents drawn torch.rand, uniform [0, 1), not the prior"),
+    "hessian_offset": (1e-4, "probably", "Hessian at x' = G(z + 1e-4·ε), slightly off x' = x"),
+    "lpips_net": ("vgg", "no", "LPIPS-VGG"),
+    "eigensolver": ("arpack", "no", "ARPACK (scipy eigsh) over the HVP"),
+}
+DIAGNOSTICS = ("kept", "cos", "gain", "step_ratio")  # logged per ngd step (geometry.ngd.projection_diagnostics)
 _GAN_KEYS = ("lr_g", "lr_d", "betas", "r1_gamma", "r1_every", "ema_kimg", "ema_rampup", "style_mixing",
              "diffaugment", "xflip")
 
@@ -88,6 +120,12 @@ class TransferConfig:
     lanczos_tol: float = 1e-3
     lanczos_maxiter: int | None = None
     ngd_scale: str = "spectral"
+    ngd_preset: str | None = None
+    lpips_net: str = "alex"
+    eigensolver: str = "lanczos"
+    basis_latents: str = "normal"
+    hessian_offset: float = 0.0
+    basis_per_slot: bool = False
     augment: AugmentConfig = field(default_factory=AugmentConfig)
     gan: dict = field(default_factory=dict)
     grid: int = 6
@@ -96,7 +134,8 @@ class TransferConfig:
     seed: int = 0
 
     def __post_init__(self) -> None:
-        choices = {"mode": MODES, "projection": PROJECTIONS, "ngd_scale": NGD_SCALES}
+        choices = {"mode": MODES, "projection": PROJECTIONS, "ngd_scale": NGD_SCALES, "ngd_preset": (None, *NGD_PRESETS),
+                   "lpips_net": LPIPS_NETS, "eigensolver": tuple(EIGENSOLVERS), "basis_latents": BASIS_LATENTS}
         for name, allowed in choices.items():
             if getattr(self, name) not in allowed:
                 raise DDCSInputError(f"transfer.{name} must be one of {allowed}, got {getattr(self, name)!r}")
@@ -108,16 +147,50 @@ class TransferConfig:
             value = getattr(self, name)
             if not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0 or (name != "lam" and value == 0):
                 raise DDCSInputError(f"transfer.{name} must be a finite number {'>= 0' if name == 'lam' else '> 0'}, got {value!r}")
+        offset = self.hessian_offset
+        if isinstance(offset, bool) or not isinstance(offset, (int, float)) or not math.isfinite(offset) or offset < 0:
+            raise DDCSInputError(f"transfer.hessian_offset must be a finite number >= 0, got {offset!r}")
+        if not isinstance(self.basis_per_slot, bool):
+            raise DDCSInputError(f"transfer.basis_per_slot must be true or false, got {self.basis_per_slot!r}")
+        if self.projection != "reference":
+            off = [f"{name}={getattr(self, name)!r}" for name, default in _REFERENCE_ONLY.items()
+                   if getattr(self, name) != default]
+            if off:
+                raise DDCSInputError(f"transfer.{', '.join(off)} apply to the bases of projection 'reference' "
+                                     f"(computed once at latents), not {self.projection!r}")
         unknown = sorted(set(self.gan) - set(_GAN_KEYS))
         if unknown:
             raise DDCSInputError(f"transfer.gan: unknown keys {unknown} (known: {list(_GAN_KEYS)})")
 
     @classmethod
     def from_dict(cls, d: dict | None) -> TransferConfig:
+        """The config of a mapping; a preset (`ngd_preset`) fills the fields the mapping leaves out."""
         d = config_from_dict(cls, d, "transfer")
+        preset = d.get("ngd_preset")
+        if preset is not None:
+            if preset not in NGD_PRESETS:
+                raise DDCSInputError(f"transfer.ngd_preset must be one of {(None, *NGD_PRESETS)}, got {preset!r}")
+            d = {**preset_values(preset), **d}
         if "augment" in d:
             d["augment"] = AugmentConfig.from_dict(d["augment"])
         return cls(**d)
+
+    def preset_deviations(self) -> dict:
+        """The fields that differ from the named preset's value ({} without a preset)."""
+        if self.ngd_preset is None:
+            return {}
+        return {k: getattr(self, k) for k, v in preset_values(self.ngd_preset).items() if getattr(self, k) != v}
+
+    def method_label(self) -> str:
+        """How tables name this transfer: mode, projection, scale, and the preset with its deviations."""
+        if self.mode != "ngd":
+            return self.mode
+        if self.ngd_preset is not None:
+            dev = ", ".join(f"{k}={v}" for k, v in self.preset_deviations().items())
+            return f"ngd ({self.ngd_preset}{'; ' + dev if dev else ''})"
+        extra = [f"{k}={getattr(self, k)}" for k, v in _REFERENCE_ONLY.items() if getattr(self, k) != v]
+        extra += [f"{k}={getattr(self, k)}" for k in ("lpips_net", "eigensolver") if getattr(self, k) != _DEFAULTS[k]]
+        return f"ngd ({', '.join([self.projection, self.ngd_scale, *extra])})"
 
     def to_dict(self) -> dict:
         return json.loads(json.dumps(asdict(self)))
@@ -125,7 +198,37 @@ class TransferConfig:
     def ngd(self) -> NGDConfig:
         mode = "reference" if self.projection == "reference" else "damped"
         return NGDConfig(mode=mode, k=self.k, mu=float(self.mu), refresh_every=self.refresh_every,
-                         tol=float(self.lanczos_tol), maxiter=self.lanczos_maxiter, seed=self.seed)
+                         method=EIGENSOLVERS[self.eigensolver], tol=float(self.lanczos_tol),
+                         maxiter=self.lanczos_maxiter, seed=self.seed)
+
+    def signature_dict(self) -> dict:
+        """to_dict() without the preset fields at their defaults, so runs written before they existed
+        keep their signature (and resume or stay done)."""
+        return {k: v for k, v in self.to_dict().items() if k not in _PRESET_FIELDS or v != _DEFAULTS[k]}
+
+
+_REFERENCE_ONLY = {"basis_latents": "normal", "hessian_offset": 0.0, "basis_per_slot": False}
+_DEFAULTS = {f: getattr(TransferConfig, f) for f in ("ngd_preset", "lpips_net", "eigensolver", *_REFERENCE_ONLY)}
+_PRESET_FIELDS = tuple(_DEFAULTS)
+
+
+def preset_values(name: str) -> dict:
+    """The field values a preset sets (`paper`: PAPER_PRESET's)."""
+    if name != "paper":
+        raise DDCSInputError(f"transfer.ngd_preset must be one of {NGD_PRESETS}, got {name!r}")
+    return {k: v[0] for k, v in PAPER_PRESET.items()}
+
+
+def paper_preset_table(config: TransferConfig | None = None) -> str:
+    """The paper preset as a markdown table: each choice, our default, the paper's, the accident flag
+    (and the value in `config` when given)."""
+    ours = TransferConfig()
+    head = "| Field | Ours (default) | Paper | Arguably an accident | What |"
+    lines = [head + (" In force |" if config else ""), "|---" * (6 if config else 5) + "|"]
+    for k, (value, accident, what) in PAPER_PRESET.items():
+        row = f"| `{k}` | {getattr(ours, k)} | {value} | {accident} | {what} |"
+        lines.append(row + (f" {getattr(config, k)} |" if config else ""))
+    return "\n".join(lines) + "\n"
 
 
 def rescale_to_gradient(pg: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
@@ -170,15 +273,31 @@ class AdversarialTerm:
         self.projection_seconds = 0.0
         self.refresh_seconds = 0.0
         self.unconverged = 0
+        self.diagnostics: dict[str, float] = {}  # the latest step's projection_diagnostics (ngd)
+
+    def reference_points(self, G: Generator) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """(x, at): the images the reference bases belong to, and where their Hessians are taken
+        (None: at x' = x). One per batch slot (`basis_per_slot`) or `reference_latents` of them, at
+        latents from the prior (`normal`) or uniform in [0, 1) (`uniform`, the paper's torch.rand);
+        `hessian_offset` > 0 takes each Hessian at G(z + offset·ε), ε standard normal."""
+        c = self.c
+        n = c.batch_size if c.basis_per_slot else c.reference_latents
+        gen = torch.Generator().manual_seed(c.seed + 2)
+        draw = torch.rand if c.basis_latents == "uniform" else torch.randn
+        z = draw(n, G.z_dim, generator=gen).to(G.const.device)
+        with torch.no_grad():
+            x = G(z, noise_mode="const")
+            if not c.hessian_offset:
+                return x, None
+            eps = torch.randn(n, G.z_dim, generator=gen).to(G.const.device)
+            return x, G(z + c.hessian_offset * eps, noise_mode="const")
 
     def prepare_reference(self, G: Generator) -> None:
-        """reference projection: bases at `reference_latents` fixed random latents of the initial G."""
-        z = torch.randn(self.c.reference_latents, G.z_dim, generator=torch.Generator().manual_seed(self.c.seed + 2))
-        with torch.no_grad():
-            x = G(z.to(G.const.device), noise_mode="const")
+        """reference projection: bases at fixed latents of the initial G (`reference_points`)."""
+        x, at = self.reference_points(G)
         t = time.perf_counter()
         try:
-            self.projector.prepare(self.embed_fn, x)
+            self.projector.prepare(self.embed_fn, x, at)
         except LanczosNotConverged as err:
             self._accept(err, x, None)
         self.refresh_seconds += time.perf_counter() - t
@@ -212,6 +331,7 @@ class AdversarialTerm:
         elif c.ngd_scale == "spectral":
             factor = spectral_factor(self.projector.basis, len(pg), c.projection, c.mu, self.projector.config.eps)
             pg = pg * factor.to(pg.device, pg.dtype).view(-1, *([1] * (pg.ndim - 1)))
+        self.diagnostics = projection_diagnostics(g, pg, self.projector.basis)
         elapsed = time.perf_counter() - t
         if self.projector.refreshes != refreshes:
             self.refresh_seconds += elapsed
@@ -235,11 +355,19 @@ class AdversarialTerm:
         p.last_refresh_step = None if state["last_refresh_step"] < 0 else int(state["last_refresh_step"])
 
 
-def default_embed_fn(device: torch.device) -> EmbedFn:
-    """LPIPS-alex's exact embedding (DESIGN §2): d(x, y) = ‖e(x) − e(y)‖²."""
+def default_embed_fn(device: torch.device, net: str = "alex") -> EmbedFn:
+    """LPIPS's exact embedding (DESIGN §2): d(x, y) = ‖e(x) − e(y)‖², backbone `net` (alex | vgg)."""
     from ddcs_core.perceptual import LPIPSNetwork
 
-    return LPIPSNetwork("alex").to(device).embed
+    return LPIPSNetwork(net).to(device).embed
+
+
+def basis_scale(basis: NGDBasis) -> dict[str, float]:
+    """The eigenvalue scale of a basis (medians over its images): λ_max, λ_k and their ratio. The
+    units (LPIPS per squared pixel step) change with backbone and resolution."""
+    vals = basis.eigvals.double()
+    top, low = vals[:, 0].median().item(), vals[:, -1].median().item()
+    return {"eigval_max": top, "eigval_min": low, "condition": top / low if low > 0 else None}
 
 
 def _check_images(images: np.ndarray, resolution: int) -> np.ndarray:
@@ -275,9 +403,10 @@ class TransferLoop:
         self.G_ema = copy.deepcopy(self.G).eval().requires_grad_(False)
         self.opt_g, self.opt_d = make_optimizers(self.G, self.D, cfg)
         if c.mode == "ngd" and embed_fn is None:
-            embed_fn = default_embed_fn(device)
+            embed_fn = default_embed_fn(device, c.lpips_net)
         self.adv = AdversarialTerm(c, victim, embed_fn, self.gen) if c.mode != "vanilla" else None
-        self.log: dict[str, list[float]] = {"loss_g": [], "loss_d": [], "r1": [], "adv": []}
+        self.log: dict[str, list[float]] = {"loss_g": [], "loss_d": [], "r1": [], "adv": [],
+                                            **({k: [] for k in DIAGNOSTICS} if c.mode == "ngd" else {})}
         self.data = torch.from_numpy(images).to(device)
         self.fixed_z = grid_latents(c, self.G.z_dim).to(device)
 
@@ -292,7 +421,7 @@ class TransferLoop:
 
     def load(self, state: dict) -> None:
         load_gan_state(state, self.G, self.D, self.G_ema, self.opt_g, self.opt_d)
-        self.log = {k: v.tolist() for k, v in state["log"].items()}
+        self.log = {**{k: [] for k in self.log}, **{k: v.tolist() for k, v in state["log"].items()}}
         if self.adv is not None:
             self.adv.load(state["ngd"])
             self.adv.refresh_seconds, self.adv.projection_seconds, unconverged = state["adv_stats"].tolist()
@@ -322,6 +451,9 @@ class TransferLoop:
         for key in ("loss_g", "loss_d", "r1"):
             self.log[key].append(losses[key])
         self.log["adv"].append(adv.last if adv is not None else float("nan"))
+        if c.mode == "ngd":
+            for key in DIAGNOSTICS:
+                self.log[key].append(adv.diagnostics.get(key, float("nan")))
         return {"g": losses["loss_g"], "d": losses["loss_d"], "adv": self.log["adv"][-1]}
 
     def after(self, step: int) -> None:
@@ -360,7 +492,7 @@ def transfer(
         if victim is None:
             raise DDCSInputError(f"transfer mode {c.mode!r} needs a victim")
         victim = victim.to(device).eval().requires_grad_(False)
-    signature = {"config": c.to_dict(), "gan": cfg, "data": array_digest(images), "G": module_digest(G),
+    signature = {"config": c.signature_dict(), "gan": cfg, "data": array_digest(images), "G": module_digest(G),
                  "D": module_digest(D), "victim": module_digest(victim) if c.mode != "vanilla" else None}
     if paths["summary"].is_file() and paths["G"].is_file():
         summary = json.loads(paths["summary"].read_text())
@@ -382,6 +514,10 @@ def transfer(
         v = [x for x in values[tail] if x == x]
         return float(np.mean(v)) if v else None
 
+    def mean_all(values: list[float]) -> float | None:
+        v = [x for x in values if x == x]
+        return float(np.mean(v)) if v else None
+
     summary = {
         "signature": signature, "mode": c.mode, "steps": step, "generator": str(paths["G"]), "sha256": sha,
         "grid": str(paths["latest_grid"]), "loss_g": mean(log["loss_g"]), "loss_d": mean(log["loss_d"]),
@@ -390,7 +526,10 @@ def transfer(
         "ngd": None if adv is None or adv.projector is None else {
             "projection": c.projection, "refreshes": adv.projector.refreshes,
             "refresh_seconds": round(adv.refresh_seconds, 3), "projection_seconds": round(adv.projection_seconds, 3),
-            "unconverged_refreshes": adv.unconverged},
+            "unconverged_refreshes": adv.unconverged, "method": c.method_label(),
+            "basis": basis_scale(adv.projector.basis) if adv.projector.basis is not None else None,
+            # means over every step (the projection's effect on the plain gradient, see projection_diagnostics)
+            "diagnostics": {k: mean_all(log[k]) for k in DIAGNOSTICS}},
     }
     atomic.write_json(paths["summary"], summary)
     return summary
