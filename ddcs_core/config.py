@@ -277,7 +277,7 @@ def apply_override(raw: dict, item: str) -> None:
     node[parts[-1]] = value
 
 
-def _preset_replaces_file(raw: dict, overrides: list[str]) -> None:
+def preset_replaces_file(raw: dict, overrides: list[str]) -> None:
     """`--set transfer.ngd_preset=NAME` asks for that preset: drop the file's values of the preset's
     fields (a file's `ngd_scale: spectral` would otherwise win over the preset); `--set`s still win."""
     from ddcs_core.transfer import NGD_PRESETS, preset_values
@@ -306,7 +306,7 @@ def load_config(path: str | Path, overrides: list[str] | None = None) -> Experim
     if not isinstance(raw, dict):
         raise DDCSInputError(f"--config {path}: must be a mapping of sections")
     overrides = list(overrides or [])
-    _preset_replaces_file(raw, overrides)
+    preset_replaces_file(raw, overrides)
     for item in overrides:
         apply_override(raw, item)
     if isinstance(raw.get("world"), dict):

@@ -40,7 +40,7 @@ from pathlib import Path
 import yaml
 
 from ddcs_core import atomic
-from ddcs_core.config import ExperimentConfig, apply_override, parse_experiment
+from ddcs_core.config import ExperimentConfig, apply_override, parse_experiment, preset_replaces_file
 from ddcs_core.errors import DDCSInputError
 from ddcs_core.pool_names import PRETRAINED, VANILLA_POOL, pool_name
 from ddcs_core.runs import Run, RunStore, check_name
@@ -131,6 +131,7 @@ def _set(raw: dict, key: str, value: object, where: str) -> None:
 
 def _point_raw(base: dict, overrides, mode: str, lam: float, seed: int, run: str) -> dict:
     raw = copy.deepcopy(base)
+    preset_replaces_file(raw, [f"{key}={json.dumps(value)}" for key, value in overrides])  # a preset beats the base
     for key, value in overrides:
         _set(raw, key, value, run)
     transfer = raw.setdefault("transfer", {})
