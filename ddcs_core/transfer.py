@@ -26,6 +26,11 @@ Fixed evaluation latents: every mode draws the same grid latents (from `grid_see
 is written atomically at every checkpoint; a rerun resumes from it and, with deterministic CPU kernels,
 ends bit-identical to an uninterrupted run (see experiment.py on oneDNN). The loop itself is
 training.Trainer's; `TransferLoop` gives its step.
+
+Under torchrun every rank trains on its share of each batch (train_gan.BatchShare: the whole batch's
+random draws, this rank's rows, gradients averaged before each optimiser step), so the run is the
+one-process run up to float rounding whatever the number of ranks; rank 0 alone writes state, grids,
+G and summary, and a state resumes with any number of ranks.
 """
 
 from __future__ import annotations
