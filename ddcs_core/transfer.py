@@ -312,7 +312,7 @@ class TransferLoop:
         if c.mode == "ngd" and embed_fn is None:
             embed_fn = default_embed_fn(device)
         ctx = distributed.context()
-        self.share = BatchShare.for_rank(c.batch_size, self.D.mbstd_group, ctx.rank, ctx.world_size) \
+        self.share = BatchShare.for_rank(c.batch_size, self.D.mbstd_group, ctx.rank, ctx.world_size, device) \
             if ctx.active else None
         self.adv = AdversarialTerm(c, victim, embed_fn, self.gen, self.share) if c.mode != "vanilla" else None
         self.log: dict[str, list[float]] = {"loss_g": [], "loss_d": [], "r1": [], "adv": []}

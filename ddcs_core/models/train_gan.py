@@ -115,9 +115,11 @@ class BatchShare:
     batch: int
     rows: torch.Tensor
     world_size: int
+    device: torch.device = torch.device("cpu")  # where collectives run (CUDA under NCCL)
 
     @classmethod
-    def for_rank(cls, batch: int, mbstd_group: int, rank: int, world_size: int) -> BatchShare:
+    def for_rank(cls, batch: int, mbstd_group: int, rank: int, world_size: int,
+                 device: torch.device = torch.device("cpu")) -> BatchShare:
         """Rank `rank`'s rows; refuses batches that do not split into whole minibatch-stddev groups."""
         group = max(d for d in range(1, min(mbstd_group, batch) + 1) if batch % d == 0)
         if batch % (group * world_size):
@@ -125,7 +127,7 @@ class BatchShare:
                                  f"minibatch-stddev groups of {group}: use a multiple of {group * world_size}")
         cols = batch // group // world_size
         rows = torch.arange(batch).view(group, -1)[:, rank * cols:(rank + 1) * cols].reshape(-1)
-        return cls(batch, rows, world_size)
+        return cls(batch, rows, world_size, device)
 
     def take(self, x: torch.Tensor) -> torch.Tensor:
         """This rank's rows of a global-batch tensor."""
@@ -157,7 +159,7 @@ class BatchShare:
         """Per-rank numbers (losses for the log) combined over the ranks: mean or sum."""
         import torch.distributed as dist
 
-        t = torch.tensor(values, dtype=torch.float64, device=self.rows.device)
+        t = torch.tensor(values, dtype=torch.float64, device=self.device)
         dist.all_reduce(t)
         return (t / self.world_size if op == "mean" else t).tolist()
 
