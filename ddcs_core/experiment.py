@@ -92,7 +92,7 @@ class Experiment:
                Step(f"invert-{PRETRAINED}", lambda r, s: self.invert_step(PRETRAINED, r, s), parallel=True),
                evaluate(VANILLA_POOL, f"invert-{PRETRAINED}")]
         for m in self.modes:
-            out += [Step(f"transfer-{m}", lambda r, s, m=m: self.transfer_step(m, r, s)),
+            out += [Step(f"transfer-{m}", lambda r, s, m=m: self.transfer_step(m, r, s), parallel=True),
                     Step(f"fid-{m}", lambda r, s, m=m: self.fid_step(m), (f"transfer-{m}",)),
                     Step(f"invert-{m}", lambda r, s, m=m: self.invert_step(m, r, s), (f"transfer-{m}",),
                          parallel=True),

@@ -41,6 +41,11 @@ Fixed evaluation latents: every mode draws the same grid latents (from `grid_see
 is written atomically at every checkpoint; a rerun resumes from it and, with deterministic CPU kernels,
 ends bit-identical to an uninterrupted run (see experiment.py on oneDNN). The loop itself is
 training.Trainer's; `TransferLoop` gives its step.
+
+Under torchrun every rank trains on its share of each batch (train_gan.BatchShare: the whole batch's
+random draws, this rank's rows, gradients averaged before each optimiser step), so the run is the
+one-process run up to float rounding whatever the number of ranks; rank 0 alone writes state, grids,
+G and summary, and a state resumes with any number of ranks.
 """
 
 from __future__ import annotations
@@ -56,18 +61,19 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ddcs_core import atomic
+from ddcs_core import atomic, distributed
 from ddcs_core.attacks.augment import AugmentConfig, random_transform
 from ddcs_core.attacks.fingerprint import array_digest, module_digest
 from ddcs_core.attacks.losses import entropy_loss
 from ddcs_core.errors import DDCSInputError, config_from_dict
 from ddcs_core.geometry.hvp import EmbedFn
 from ddcs_core.geometry.lanczos import LanczosNotConverged
-from ddcs_core.geometry.ngd import NGDBasis, NGDConfig, NGDProjector, projection_diagnostics
+from ddcs_core.geometry.ngd import NGDBasis, NGDConfig, NGDProjector, project_reference, projection_diagnostics
 from ddcs_core.control import Report, ShouldStop, silent
 from ddcs_core.models.checkpoints import save_model
 from ddcs_core.models.stylegan2 import Discriminator, Generator
 from ddcs_core.models.train_gan import (
+    BatchShare,
     ema_update,
     gan_config,
     gan_step,
@@ -251,22 +257,36 @@ def spectral_factor(basis: NGDBasis, n: int, projection: str, mu: float, eps: fl
     return lam_min[torch.arange(n) % vals.shape[0]]
 
 
+def _victim_view(x: torch.Tensor, augment: AugmentConfig, gen: torch.Generator,
+                 share: BatchShare | None) -> torch.Tensor:
+    if share is None:
+        return random_transform(x, augment, gen)
+    return share.per_image(lambda y: random_transform(y, augment, gen), x)
+
+
 def image_gradient(victim: torch.nn.Module, x: torch.Tensor, augment: AugmentConfig,
-                   gen: torch.Generator) -> tuple[torch.Tensor, float]:
-    """(g = ∂L_adv/∂x at images x (N, C, H, W), L_adv) with L_adv = entropy of victim(aug(x))."""
+                   gen: torch.Generator, share: BatchShare | None = None) -> tuple[torch.Tensor, float]:
+    """(g = ∂L_adv/∂x at images x (N, C, H, W), L_adv) with L_adv = entropy of victim(aug(x)); with
+    `share`, x are this rank's rows and the augmentation draws are the whole batch's."""
     x = x.detach().requires_grad_(True)
     with torch.enable_grad():
-        loss = entropy_loss(victim(random_transform(x, augment, gen)))
+        loss = entropy_loss(victim(_victim_view(x, augment, gen, share)))
         (g,) = torch.autograd.grad(loss, x)
     return g, loss.item()
 
 
 class AdversarialTerm:
-    """The λ·L_adv part of G's loss for one mode; `last` holds the latest L_adv value for the log."""
+    """The λ·L_adv part of G's loss for one mode; `last` holds the latest L_adv value for the log.
+
+    With `share` (torchrun) the fakes are this rank's rows: L_adv is a sum over images, so the term is
+    scaled by N (the ranks' gradients are averaged), `last` is this rank's part (summed by the loop),
+    reference bases are paired with images by their index in the whole batch, and damped bases are
+    computed by each rank for its own images."""
 
     def __init__(self, config: TransferConfig, victim: torch.nn.Module, embed_fn: EmbedFn | None,
-                 gen: torch.Generator) -> None:
-        self.c, self.victim, self.embed_fn, self.gen = config, victim, embed_fn, gen
+                 gen: torch.Generator, share: BatchShare | None = None) -> None:
+        self.c, self.victim, self.embed_fn, self.gen, self.share = config, victim, embed_fn, gen, share
+        self.scale = 1 if share is None else share.world_size
         self.projector = NGDProjector(config.ngd()) if config.mode == "ngd" else None
         self.step = 0
         self.last = float("nan")
@@ -293,13 +313,19 @@ class AdversarialTerm:
             return x, G(z + c.hessian_offset * eps, noise_mode="const")
 
     def prepare_reference(self, G: Generator) -> None:
-        """reference projection: bases at fixed latents of the initial G (`reference_points`)."""
-        x, at = self.reference_points(G)
+        """reference projection: bases at fixed latents of the initial G (`reference_points`); under
+        torchrun computed by rank 0 and broadcast."""
         t = time.perf_counter()
-        try:
-            self.projector.prepare(self.embed_fn, x, at)
-        except LanczosNotConverged as err:
-            self._accept(err, x, None)
+        if distributed.is_main():
+            x, at = self.reference_points(G)
+            try:
+                self.projector.prepare(self.embed_fn, x, at)
+            except LanczosNotConverged as err:
+                self._accept(err, x, None)
+        if self.share is not None:
+            self.load(distributed.broadcast({k: v.cpu() if torch.is_tensor(v) else v for k, v in self.state().items()}
+                                            if distributed.is_main() else None))
+            self.unconverged = int(distributed.broadcast(self.unconverged))
         self.refresh_seconds += time.perf_counter() - t
 
     def _accept(self, err: LanczosNotConverged, x: torch.Tensor, step: int | None) -> None:
@@ -315,29 +341,38 @@ class AdversarialTerm:
     def __call__(self, fake: torch.Tensor) -> torch.Tensor:
         c = self.c
         if c.mode == "entropy":
-            loss = entropy_loss(self.victim(random_transform(fake, c.augment, self.gen)))
+            loss = entropy_loss(self.victim(_victim_view(fake, c.augment, self.gen, self.share)))
             self.last = loss.item()
-            return c.lam * loss
-        g, self.last = image_gradient(self.victim, fake, c.augment, self.gen)
+            return c.lam * self.scale * loss
+        g, self.last = image_gradient(self.victim, fake, c.augment, self.gen, self.share)
         t = time.perf_counter()
         refreshes = self.projector.refreshes
         try:
-            pg = self.projector(self.embed_fn, fake.detach(), g, self.step)
+            pg, basis = self._project(fake, g)
         except LanczosNotConverged as err:
             self._accept(err, fake, self.step)
-            pg = self.projector(self.embed_fn, fake.detach(), g, self.step)
+            pg, basis = self._project(fake, g)
         if c.ngd_scale == "grad-norm":
             pg = rescale_to_gradient(pg, g)
         elif c.ngd_scale == "spectral":
-            factor = spectral_factor(self.projector.basis, len(pg), c.projection, c.mu, self.projector.config.eps)
+            factor = spectral_factor(basis, len(pg), c.projection, c.mu, self.projector.config.eps)
             pg = pg * factor.to(pg.device, pg.dtype).view(-1, *([1] * (pg.ndim - 1)))
-        self.diagnostics = projection_diagnostics(g, pg, self.projector.basis)
+        self.diagnostics = projection_diagnostics(g, pg, basis)
         elapsed = time.perf_counter() - t
         if self.projector.refreshes != refreshes:
             self.refresh_seconds += elapsed
         else:
             self.projection_seconds += elapsed
-        return c.lam * (fake * pg.detach()).sum()
+        return c.lam * self.scale * (fake * pg.detach()).sum()
+
+    def _project(self, fake: torch.Tensor, g: torch.Tensor) -> tuple[torch.Tensor, NGDBasis]:
+        """(P g, the bases used, paired with the images) for this rank's images."""
+        p = self.projector
+        if self.share is None or self.c.projection == "damped":
+            return p(self.embed_fn, fake.detach(), g, self.step), p.basis
+        pick = self.share.rows % p.basis.eigvals.shape[0]  # the basis one process pairs with each image
+        basis = NGDBasis(p.basis.eigvals[pick], p.basis.eigvecs[pick], p.basis.image_shape)
+        return project_reference(g, basis, p.config.eps), basis
 
     def state(self) -> dict:
         p = self.projector
@@ -404,7 +439,10 @@ class TransferLoop:
         self.opt_g, self.opt_d = make_optimizers(self.G, self.D, cfg)
         if c.mode == "ngd" and embed_fn is None:
             embed_fn = default_embed_fn(device, c.lpips_net)
-        self.adv = AdversarialTerm(c, victim, embed_fn, self.gen) if c.mode != "vanilla" else None
+        ctx = distributed.context()
+        self.share = BatchShare.for_rank(c.batch_size, self.D.mbstd_group, ctx.rank, ctx.world_size, device) \
+            if ctx.active else None
+        self.adv = AdversarialTerm(c, victim, embed_fn, self.gen, self.share) if c.mode != "vanilla" else None
         self.log: dict[str, list[float]] = {"loss_g": [], "loss_d": [], "r1": [], "adv": [],
                                             **({k: [] for k in DIAGNOSTICS} if c.mode == "ngd" else {})}
         self.data = torch.from_numpy(images).to(device)
@@ -435,6 +473,8 @@ class TransferLoop:
             self.grid(step)
 
     def grid(self, step: int) -> None:
+        if not distributed.is_main():
+            return
         with torch.no_grad():
             x = torch.cat([self.G_ema(z, noise_mode="const") for z in self.fixed_z.split(64)])
         save_grid(self.paths["grids"] / f"step-{step:04d}.png", x, self.c.grid)
@@ -444,13 +484,15 @@ class TransferLoop:
         c, cfg, adv = self.c, self.cfg, self.adv
         if adv is not None:
             adv.step = step
+        share = self.share
         losses = gan_step(self.G, self.D, self.opt_g, self.opt_d,
-                          lambda: real_batch(self.data, c.batch_size, self.gen, cfg["xflip"]), cfg, step,
-                          c.batch_size, self.gen, g_extra=adv)
+                          lambda: real_batch(self.data, c.batch_size, self.gen, cfg["xflip"], share), cfg, step,
+                          c.batch_size, self.gen, g_extra=adv, share=share)
         ema_update(self.G_ema, self.G, cfg, step + 1, c.batch_size)
         for key in ("loss_g", "loss_d", "r1"):
             self.log[key].append(losses[key])
-        self.log["adv"].append(adv.last if adv is not None else float("nan"))
+        adv_value = adv.last if adv is not None else float("nan")
+        self.log["adv"].append(adv_value if share is None or adv is None else share.reduce([adv_value], "sum")[0])
         if c.mode == "ngd":
             for key in DIAGNOSTICS:
                 self.log[key].append(adv.diagnostics.get(key, float("nan")))
@@ -501,10 +543,12 @@ def transfer(
 
     loop = TransferLoop(G, D, victim, images, c, cfg, device, embed_fn, paths)
     trainer = Trainer(c.steps, signature, paths["state"], ckpt_every=c.ckpt_every, desc=f"transfer {c.mode}",
-                      progress=progress, report=report or silent, should_stop=should_stop, what="transfer state",
+                      progress=progress and distributed.is_main(), report=report or silent, should_stop=should_stop, what="transfer state",
                       restart_hint=f"delete {paths['work']} to start over")
     result = trainer.fit(loop)
     step, log, adv = result.steps, loop.log, loop.adv
+    if not distributed.is_main():  # under torchrun rank 0 alone writes; the others' G_ema is the same
+        return {"signature": signature, "mode": c.mode, "steps": step, "generator": str(paths["G"])}
     # the generator's own arch (stylegan2-g, stylegan2-ada-g, ...), so load_model rebuilds what was trained
     sha = save_model(paths["G"], loop.G_ema, getattr(loop.G_ema, "arch", "stylegan2-g"), loop.G_ema.config,
                      meta={"mode": c.mode, "step": step, "seed": c.seed})
@@ -523,6 +567,7 @@ def transfer(
         "grid": str(paths["latest_grid"]), "loss_g": mean(log["loss_g"]), "loss_d": mean(log["loss_d"]),
         "adv_first": mean(log["adv"][:50]) if c.mode != "vanilla" else None, "adv_last": mean(log["adv"]),
         "sec_per_step": result.seconds / max(step, 1), "device": str(device),
+        "distributed": distributed.context().describe("batch" if loop.share is not None else "none"),
         "ngd": None if adv is None or adv.projector is None else {
             "projection": c.projection, "refreshes": adv.projector.refreshes,
             "refresh_seconds": round(adv.refresh_seconds, 3), "projection_seconds": round(adv.projection_seconds, 3),
