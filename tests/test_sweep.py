@@ -110,8 +110,12 @@ def test_shipped_sweep_configs_load():
     none = [p for p in points if p.method.name == "ngd-ref-none"][0].config.transfer.common
     assert (none.projection, none.ngd_scale) == ("reference", "none")
     paper = load_sweep(folder / "sweep-paper.yaml")
-    assert paper.invert and len(paper.seeds) >= 3 and len(paper.points()) == 110
-    assert {m.name for m in paper.methods} >= {"entropy", "ngd-ref-spectral", "ngd-ref-none", "ngd-damped"}
+    assert paper.invert and len(paper.seeds) >= 3 and len(paper.points()) == 135
+    assert {m.name for m in paper.methods} >= {"entropy", "ngd-ref-spectral", "ngd-ref-none", "ngd-damped", "paper"}
+    preset = [p for p in paper.points() if p.method.name == "paper"][0].config.transfer.common
+    # the preset beats the base file's own ngd_scale / k / lpips_net; the sweep's λ still wins
+    assert (preset.ngd_scale, preset.lpips_net, preset.basis_latents, preset.basis_per_slot) == \
+        ("none", "vgg", "uniform", True)
     tuned = load_sweep(folder / "sweep-demo.yaml", ["transfer.steps=20"])
     assert {p.config.transfer.common.steps for p in tuned.points()} == {20}
 
