@@ -8,6 +8,7 @@ import logging
 import os
 import sys
 import time
+from pathlib import Path
 
 from ddcs_core.errors import DDCSInputError
 from ddcs_core.generator_cli import add_generator, run_generator
@@ -231,6 +232,13 @@ def _add_bench(sub) -> None:
     t.add_argument("--k", type=int, default=20, help="eigenpairs of the NGD basis")
     t.add_argument("--refresh-every", type=int, default=10, help="R of the damped projection")
     t.add_argument("--device", default="auto")
+    t.add_argument("--world", choices=["demo", "sg2ada-256"], default="demo",
+                   help="demo: the 64 px demo world; sg2ada-256: StyleGAN2-ADA paper256 G/D + irse50 victim (random)")
+    t.add_argument("--reference-latents", type=int, default=4, help="latents of the reference NGD bases")
+    t.add_argument("--warmup", type=int, default=3, help="untimed steps per mode first")
+    t.add_argument("--no-damped", action="store_true", help="skip the damped projection's refresh timing")
+    t.add_argument("--lanczos-maxiter", type=int, default=None,
+                   help="cap the Hessian-vector products per basis (bounds the setup time, not the step time)")
     d = bsub.add_parser("distributed", help="inversion and evaluation throughput, 1 process vs N under torchrun "
                                             "(CPU: 1 x T threads vs N x T/N; GPUs: 1 vs all)")
     d.add_argument("--nproc", type=int, help="processes of the distributed setting (default: GPUs, or 2 on the CPU)")
@@ -269,7 +277,9 @@ def _run_bench(args) -> int:
         out = distributed_bench(args.nproc, args.threads, args.device, args.classes, args.steps,
                                 eval_classes=args.eval_classes)
     elif args.what == "transfer":
-        out = bench.transfer_bench(args.steps, args.batch_size, args.k, args.refresh_every, device=args.device)
+        out = bench.transfer_bench(args.steps, args.batch_size, args.k, args.refresh_every, args.warmup,
+                                   device=args.device, world=args.world, reference_latents=args.reference_latents,
+                                   damped=not args.no_damped, lanczos_maxiter=args.lanczos_maxiter)
     elif args.what == "lpips":
         out = bench.lpips_bench(args.n, args.m, args.size, args.net, args.naive_pairs)
     else:
@@ -313,6 +323,41 @@ def _run_run(args) -> int:
     print(to_text(reproduction_table(run)))
     print(f"run {run.path} complete in {time.perf_counter() - t:.1f} s this session "
           f"(steps: {run.path / 'steps.json'}; `python -m ddcs_core reproduce --run {run.path}`)")
+    return 0
+
+
+def _add_sweep(sub) -> None:
+    p = sub.add_parser("sweep", help="a study over methods x λ x seeds: one run per point, table and trade-off plots")
+    p.add_argument("--config", required=True, help="sweep YAML, e.g. assets/configs/sweep-demo.yaml")
+    p.add_argument("--runs", default="runs", help="run store folder (default runs); the sweep folder is <runs>/<name>")
+    p.add_argument("--name", help="sweep name (default: the file's); names its folder and its points' runs")
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1 ...")
+    p.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE", dest="overrides",
+                   help="change one experiment value for every point, e.g. --set transfer.steps=100 (repeatable; "
+                        "with --name, as runs of the same name must keep their config)")
+    p.add_argument("--report-only", action="store_true",
+                   help="only (re)write the table and plots from the points finished so far")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+
+
+def _run_sweep(args) -> int:
+    from dataclasses import replace
+
+    from ddcs_core.runs import check_name
+    from ddcs_core.sweep import load_sweep, run_sweep, write_outputs
+
+    t = time.perf_counter()
+    sweep = load_sweep(args.config, args.overrides)
+    if args.name:
+        sweep = replace(sweep, name=check_name(args.name, "sweep"))
+    folder = Path(args.runs) / sweep.name
+    if args.report_only:
+        write_outputs(folder, args.runs)
+    else:
+        run_sweep(sweep, args.runs, args.device, progress=not args.quiet)
+    print((folder / "table.md").read_text())
+    print(f"sweep {folder} written in {time.perf_counter() - t:.1f} s this session "
+          f"(table.csv, table.md, tradeoff.png, tradeoff.html)")
     return 0
 
 
@@ -391,6 +436,7 @@ COMMANDS = {
     "data": (_add_data, _run_data),
     "bench": (_add_bench, _run_bench),
     "run": (_add_run, _run_run),
+    "sweep": (_add_sweep, _run_sweep),
     "reproduce": (_add_reproduce, _run_reproduce),
     "victim": (_add_victim, _run_victim),
     "generator": (add_generator, run_generator),

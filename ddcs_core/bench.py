@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -11,6 +12,7 @@ import numpy as np
 import torch
 
 from ddcs_core.data.transforms import to_tensor
+from ddcs_core.errors import DDCSInputError
 from ddcs_core.perceptual import PerceptualDistance
 
 
@@ -154,10 +156,49 @@ def _transfer_models(device: torch.device, seed: int) -> tuple:
     return G.to(device), D.to(device), victim.to(device).eval().requires_grad_(False), images, source
 
 
+def _sg2ada256_models(device: torch.device, seed: int) -> tuple:
+    """The paper's 256 px world with random weights: an imported StyleGAN2-ADA paper256 G and its D,
+    an IR-SE-50 face victim behind CenterCrop(200) -> Resize(112), and 64 public-like images."""
+    from ddcs_core.bench_generator import imported_paper256_generator
+    from ddcs_core.models.irse import build_ir
+    from ddcs_core.models.stylegan2_ada import Discriminator
+    from ddcs_core.models.victims import ClassifierSpec, load_classifier
+
+    G = imported_paper256_generator(seed)
+    torch.manual_seed(seed + 1)
+    D = Discriminator(c_dim=0, img_resolution=256, img_channels=3, channel_base=16384, channel_max=512,
+                      num_fp16_res=4, conv_clamp=256)  # StyleGAN2-ADA's paper256 D
+    with tempfile.TemporaryDirectory() as tmp:
+        weights = Path(tmp) / "irse50.pt"
+        torch.save(build_ir("irse50", num_classes=530).state_dict(), weights)
+        spec = ClassifierSpec.from_dict({"arch": "irse50", "weights": str(weights), "num_classes": 530,
+                                         "preprocess": "paper-faces-112"}, "bench victim")
+        victim = load_classifier(spec, device, resolution=256)
+    images = np.random.default_rng(seed).integers(0, 256, (64, 256, 256, 3), dtype=np.uint8)
+    source = "random init: StyleGAN2-ADA paper256 G (imported via a network pickle) and D, irse50 victim at 112 px"
+    return G.to(device), D.to(device), victim.requires_grad_(False), images, source
+
+
+TRANSFER_WORLDS = {"demo": _transfer_models, "sg2ada-256": _sg2ada256_models}
+
+
+def _peak_memory(dev: torch.device) -> dict:
+    import resource
+
+    out = {"cpu_max_rss_gb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20, 2)}
+    if dev.type == "cuda":
+        out["cuda_max_allocated_gb"] = round(torch.cuda.max_memory_allocated(dev) / 2**30, 2)
+    return out
+
+
 def transfer_bench(steps: int = 20, batch_size: int = 8, k: int = 20, refresh_every: int = 10, warmup: int = 3,
-                   device: str = "auto", seed: int = 0) -> dict:
+                   device: str = "auto", seed: int = 0, world: str = "demo", reference_latents: int = 4,
+                   damped: bool = True, lanczos_maxiter: int | None = None) -> dict:
     """Transfer step time, entropy vs ngd (reference projection, basis precomputed), interleaved step by
-    step in one process so machine load hits both alike; plus the damped projection's refresh cost."""
+    step in one process so machine load hits both alike; plus the damped projection's refresh cost
+    (`damped=False` skips it). `world`: `demo` (64 px) or `sg2ada-256` (the paper's 256 px sizes).
+    `lanczos_maxiter` caps the Hessian-vector products per basis (the step time does not depend on it;
+    the basis setup time does, about linearly)."""
     import copy
     import statistics
 
@@ -165,8 +206,10 @@ def transfer_bench(steps: int = 20, batch_size: int = 8, k: int = 20, refresh_ev
     from ddcs_core.perceptual import resolve_device
     from ddcs_core.transfer import AdversarialTerm, TransferConfig, default_embed_fn
 
+    if world not in TRANSFER_WORLDS:
+        raise DDCSInputError(f"--world must be one of {sorted(TRANSFER_WORLDS)}, got {world!r}")
     dev = resolve_device(device)
-    G0, D0, victim, images, source = _transfer_models(dev, seed)
+    G0, D0, victim, images, source = TRANSFER_WORLDS[world](dev, seed)
     embed_fn = default_embed_fn(dev)
     data = torch.from_numpy(images).to(dev)
     cfg = gan_config({})
@@ -177,7 +220,7 @@ def transfer_bench(steps: int = 20, batch_size: int = 8, k: int = 20, refresh_ev
 
     def trainer(mode: str, projection: str = "reference") -> dict:
         c = TransferConfig(mode=mode, batch_size=batch_size, k=k, projection=projection, refresh_every=refresh_every,
-                           seed=seed)
+                           reference_latents=reference_latents, lanczos_maxiter=lanczos_maxiter, seed=seed)
         G, D = copy.deepcopy(G0).train(), copy.deepcopy(D0).train()
         gen = torch.Generator().manual_seed(seed)
         adv = AdversarialTerm(c, victim, embed_fn, gen)
@@ -185,8 +228,12 @@ def transfer_bench(steps: int = 20, batch_size: int = 8, k: int = 20, refresh_ev
         if mode == "ngd" and projection == "reference":
             adv.prepare_reference(G)
         sync()
+        note(f"{mode} ({projection}): setup {time.perf_counter() - t:.1f} s")
         return {"G": G, "D": D, "opt": make_optimizers(G, D, cfg), "gen": gen, "adv": adv, "times": [],
-                "setup_s": time.perf_counter() - t}
+                "setup_s": time.perf_counter() - t, "mode": mode}
+
+    def note(text: str) -> None:  # progress on stderr, so a long 256 px run shows figures as it goes
+        print(f"bench transfer: {text}", file=sys.stderr, flush=True)
 
     def step(t: dict, i: int) -> float:
         t["adv"].step = i
@@ -201,15 +248,32 @@ def transfer_bench(steps: int = 20, batch_size: int = 8, k: int = 20, refresh_ev
     for i in range(warmup + steps):
         for t in (ent, ngd) if i % 2 == 0 else (ngd, ent):
             elapsed = step(t, i)
+            note(f"{t['mode']} step {i}{' (warm-up)' if i < warmup else ''}: {elapsed:.2f} s")
             if i >= warmup:
                 t["times"].append(elapsed)
+    med = {name: statistics.median(t["times"]) for name, t in (("entropy", ent), ("ngd", ngd))}
+    dim = 3 * G0.img_resolution ** 2  # one basis vector per image pixel value
+    out = {
+        "world": world, "models": source, "device": str(dev), "threads": torch.get_num_threads(),
+        "batch_size": batch_size, "resolution": G0.img_resolution, "k": k, "timed_steps": steps,
+        "warmup_steps": warmup,
+        "images_per_s": {"entropy": round(batch_size / med["entropy"], 4), "ngd_reference": round(batch_size / med["ngd"], 4)},
+        "seconds_per_step": {"entropy": round(med["entropy"], 4), "ngd_reference": round(med["ngd"], 4)},
+        "ratio_ngd_over_entropy": round(med["ngd"] / med["entropy"], 3), "target_ratio": 1.3,
+        "ngd_reference_projection_s_per_step": round(ngd["adv"].projection_seconds / (warmup + steps), 5),
+        "ngd_reference_basis_setup_s": round(ngd["setup_s"], 2), "reference_latents": reference_latents,
+        "lanczos_maxiter": lanczos_maxiter, "unconverged_bases": ngd["adv"].unconverged,
+        "basis_dim": dim, "basis_mb_each": round(k * dim * 4 / 2**20, 1),
+        "peak_memory": _peak_memory(dev),
+    }
+    if not damped:
+        return out
     damped = trainer("ngd", "damped")
     for i in range(refresh_every + 1):  # refreshes at steps 0 and refresh_every
         damped["times"].append(step(damped, i))
     adv = damped["adv"]
     between = statistics.median(damped["times"][1:refresh_every])
     refresh = adv.refresh_seconds / max(adv.projector.refreshes, 1)
-    med = {name: statistics.median(t["times"]) for name, t in (("entropy", ent), ("ngd", ngd))}
     return {
         "models": source, "device": str(dev), "threads": torch.get_num_threads(), "batch_size": batch_size,
         "resolution": G0.img_resolution, "k": k, "timed_steps": steps, "warmup_steps": warmup,

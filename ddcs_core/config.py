@@ -27,6 +27,7 @@ The demo config sets every one of these explicitly, so its effective values are 
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
@@ -39,42 +40,83 @@ from ddcs_core.evaluate import EvalConfig
 from ddcs_core.transfer import MODES, TransferConfig
 
 WORLD_ROLES = ("generator", "discriminator", "victim", "evaluator", "private", "public")
+WORLD_PATHS = ("generator", "discriminator", "private", "public")  # the roles given as file paths
 _EVAL_OWN = ("eval_model", "device")  # set by the experiment from the world and --device, never in a config
 
 
 @dataclass(frozen=True)
 class WorldConfig:
-    """What an experiment attacks. `kind` names the loader (worlds.WORLD_LOADERS); `demo`, the
-    default and the only one implemented, reads every role from the shipped `folder` (sha256-checked)
-    and the LFW split under `data_root`. The role fields (`generator`, `victim`, ... as paths or ids,
-    `resolution`) are for loaders of imported models; a loader refuses the fields it does not use."""
+    """What an experiment attacks. `kind` names the loader (worlds.WORLD_LOADERS).
+
+    `demo` (the default) reads every role from the shipped `folder` (sha256-checked) and the LFW split
+    under `data_root`. `custom` (custom_world.py) reads the user's own: `generator` (a StyleGAN2-ADA
+    .pkl, an imported folder or our safetensors), `discriminator` (default: the generator's pickle or
+    folder's D), `victim` and `evaluator` (mappings parsed by models.victims.ClassifierSpec), `private`
+    and `public` (class-folder trees or .npz), `resolution` (the generator's output size) and, for a
+    class-conditional generator, `generator_class` (the class G and D are conditioned on).
+    Relative paths are resolved against the config file's folder by `load_config`."""
 
     kind: str = "demo"
     folder: str = "checkpoints/demo"
     data_root: str | None = None
     generator: str | None = None
     discriminator: str | None = None
-    victim: str | None = None
-    evaluator: str | None = None
+    victim: dict | None = None
+    evaluator: dict | None = None
     private: str | None = None
     public: str | None = None
     resolution: int | None = None
+    generator_class: int | None = None
 
     def __post_init__(self) -> None:
         from ddcs_core.worlds import WORLD_LOADERS
 
         if self.kind not in WORLD_LOADERS:
             raise DDCSInputError(f"world.kind {self.kind!r} has no loader (known: {', '.join(WORLD_LOADERS)})")
-        for name in ("folder", "data_root", *WORLD_ROLES):
+        for name in ("folder", "data_root", *WORLD_PATHS):
             value = getattr(self, name)
             if value is not None and not isinstance(value, str):
                 raise DDCSInputError(f"world.{name} must be a path (text), got {value!r}")
+        for name in ("victim", "evaluator"):
+            value = getattr(self, name)
+            if value is not None:
+                from ddcs_core.models.victims import ClassifierSpec
+
+                spec = ClassifierSpec.from_dict(value, f"world.{name}")  # checked now, loaded by the world
+                object.__setattr__(self, name, spec.to_dict())
         if self.resolution is not None and (not isinstance(self.resolution, int) or self.resolution < 4):
             raise DDCSInputError(f"world.resolution must be an int >= 4, got {self.resolution!r}")
+        k = self.generator_class
+        if k is not None and (not isinstance(k, int) or isinstance(k, bool) or k < 0):
+            raise DDCSInputError(f"world.generator_class must be an int >= 0, got {k!r}")
 
     def roles(self) -> dict[str, Any]:
         """The role fields that are set (a loader that reads none of them refuses any)."""
-        return {name: getattr(self, name) for name in (*WORLD_ROLES, "resolution") if getattr(self, name) is not None}
+        return {name: getattr(self, name) for name in (*WORLD_ROLES, "resolution", "generator_class")
+                if getattr(self, name) is not None}
+
+
+def resolve_world_paths(world: dict, base_dir: Path) -> dict:
+    """The `world` section with its relative file paths (generator, discriminator, private, public and
+    the classifiers' weights) taken against `base_dir`, the config file's folder, so the parsed config
+    and a run's config.json name the same files wherever the run is resumed from. `demo` worlds keep
+    their repository-relative folder."""
+    if world.get("kind", "demo") == "demo":
+        return world
+    out = dict(world)
+    for name in WORLD_PATHS:
+        value = out.get(name)
+        if isinstance(value, str) and value and not Path(value).expanduser().is_absolute():
+            out[name] = str(base_dir / value)
+    for name in ("victim", "evaluator"):
+        spec = out.get(name)
+        if isinstance(spec, dict):
+            spec = dict(spec)
+            for key in ("weights", "class_names"):  # class_names may name a text file
+                if isinstance(spec.get(key), str) and not Path(spec[key]).expanduser().is_absolute():
+                    spec[key] = str(base_dir / spec[key])
+            out[name] = spec
+    return out
 
 
 @dataclass(frozen=True)
@@ -211,6 +253,9 @@ def parse_experiment(raw: dict, source: str = "config") -> ExperimentConfig:
                             fid=FIDConfig(**fid))
 
 
+_EXPONENT = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)[eE][-+]?\d+")
+
+
 def apply_override(raw: dict, item: str) -> None:
     """Set `a.b.c=value` in the nested mapping `raw` (value parsed as YAML: 0.3, [ngd], true, text)."""
     key, sep, text = item.partition("=")
@@ -221,6 +266,8 @@ def apply_override(raw: dict, item: str) -> None:
         value = yaml.safe_load(text)
     except yaml.YAMLError as e:
         raise DDCSInputError(f"--set {item!r}: the value is not valid YAML ({e})") from e
+    if isinstance(value, str) and _EXPONENT.fullmatch(value.strip()):
+        value = float(value)  # YAML 1.1 reads 1e-4 (no dot) as text; on the command line it is a number
     node = raw
     for part in parts[:-1]:
         child = node.setdefault(part, {})
@@ -228,6 +275,23 @@ def apply_override(raw: dict, item: str) -> None:
             raise DDCSInputError(f"--set {item!r}: {part!r} is not a section")
         node = child
     node[parts[-1]] = value
+
+
+def preset_replaces_file(raw: dict, overrides: list[str]) -> None:
+    """`--set transfer.ngd_preset=NAME` asks for that preset: drop the file's values of the preset's
+    fields (a file's `ngd_scale: spectral` would otherwise win over the preset); `--set`s still win."""
+    from ddcs_core.transfer import NGD_PRESETS, preset_values
+
+    for item in overrides:
+        key, _, text = item.partition("=")
+        if key.strip() == "transfer.ngd_preset":
+            try:
+                name = yaml.safe_load(text)
+            except yaml.YAMLError:
+                return  # apply_override reports it
+            if name in NGD_PRESETS and isinstance(raw.get("transfer"), dict):
+                for field_name in preset_values(name):
+                    raw["transfer"].pop(field_name, None)
 
 
 def load_config(path: str | Path, overrides: list[str] | None = None) -> ExperimentConfig:
@@ -241,6 +305,10 @@ def load_config(path: str | Path, overrides: list[str] | None = None) -> Experim
         raise DDCSInputError(f"--config {path}: not valid YAML ({e})") from e
     if not isinstance(raw, dict):
         raise DDCSInputError(f"--config {path}: must be a mapping of sections")
-    for item in overrides or []:
+    overrides = list(overrides or [])
+    preset_replaces_file(raw, overrides)
+    for item in overrides:
         apply_override(raw, item)
+    if isinstance(raw.get("world"), dict):
+        raw["world"] = resolve_world_paths(raw["world"], path.resolve().parent)
     return parse_experiment(raw, str(path) + "".join(f" --set {o}" for o in overrides or []))

@@ -17,6 +17,7 @@ import time
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -32,6 +33,9 @@ from ddcs_core.metrics.ddcs import DDCSResult
 from ddcs_core.metrics.ties import near_ties
 from ddcs_core.perceptual import PerceptualDistance
 from ddcs_core.perceptual.pairwise import Nearest
+
+if TYPE_CHECKING:
+    import torch
 
 log = logging.getLogger(__name__)
 
@@ -204,7 +208,8 @@ def _load_pair(targets_path, recon_path, profile: dict, progress: bool,
 
 
 def evaluate_sets(targets: ImageSet, recon: ImageSet, config: EvalConfig, progress: bool = False,
-                  notes: list[str] | None = None) -> Evaluation | None:
+                  notes: list[str] | None = None, eval_classifier: torch.nn.Module | None = None
+                  ) -> Evaluation | None:
     """All metrics of `recon` against `targets` (both already at the evaluation size).
 
     Nothing is written: `evaluate` is this plus loading and writing.
@@ -215,6 +220,9 @@ def evaluate_sets(targets: ImageSet, recon: ImageSet, config: EvalConfig, progre
         config: the evaluation settings.
         progress: show progress bars.
         notes: notes to carry into the report (e.g. from loading).
+        eval_classifier: an already loaded evaluation classifier (e.g. a world's, from
+            models.victims.load_classifier, with its `info`), used instead of loading
+            `config.eval_model`, which then only names it in the report.
 
     Returns:
         The Evaluation (report dict, DDCSResult, assignments); under torchrun the nearest-target search
@@ -256,7 +264,7 @@ def evaluate_sets(targets: ImageSet, recon: ImageSet, config: EvalConfig, progre
         notes.append(f"{result.n_exact_copies} target(s) were reproduced exactly (d_tar = 0): their contribution is "
                      "infinite, so they are left out of DDCS and listed in exact_copy_targets")
     feats_name, target_feats, recon_feats, eval_block = _features(config, metric, targets, recon, recon_labels,
-                                                                  target_feats, near.query_pooled, notes)
+                                                                  target_feats, near.query_pooled, notes, eval_classifier)
     warnings = list(targets.warnings) + list(recon.warnings)
     prdc = _prdc(target_feats, targets.labels, recon_feats, recon_labels, config.nearest_k, profile["prdc_mode"])
     warnings += _prdc_warnings(prdc, config.nearest_k, targets.class_names)
@@ -316,15 +324,23 @@ def _nearest(metric: PerceptualDistance, targets: ImageSet, recon: ImageSet, gro
         costs = [len(q) * len(k) + len(q) + len(k) for q, k in groups]
         mine, split = [groups[i] for i in distributed.my_share(costs)], "classes"
     part = metric.nearest(recon.images, targets.images, mine, progress=progress and distributed.is_main())
-    parts = distributed.gather_to_main((part.index, part.distance, part.query_pooled, part.key_pooled))
+    parts = distributed.gather_to_main((part.index, part.distance, part.second_index, part.second,
+                                        part.query_pooled, part.key_pooled, part.key_index, part.key_distance))
     if parts is None:
         return None, split
     index = np.full(len(recon), -1, np.int64)
     distance = np.full(len(recon), np.inf, np.float64)
+    second_index = np.full(len(recon), -1, np.int64)
+    second = np.full(len(recon), np.inf, np.float64)
+    key_index = np.full(len(targets), -1, np.int64)
+    key_distance = np.full(len(targets), np.inf, np.float64)
     pooled: dict[str, np.ndarray | None] = {"queries": None, "keys": None}
-    for idx, dist_, q_pooled, k_pooled in parts:
-        owned = dist_ < distance
+    for idx, dist_, idx2, dist2, q_pooled, k_pooled, k_idx, k_dist in parts:
+        owned = dist_ < distance  # each query is searched by one rank only
         index[owned], distance[owned] = idx[owned], dist_[owned]
+        second_index[owned], second[owned] = idx2[owned], dist2[owned]
+        closer = k_dist < key_distance  # class-agnostic: each rank saw a share of the queries
+        key_index[closer], key_distance[closer] = k_idx[closer], k_dist[closer]
         for key, arr in (("queries", q_pooled), ("keys", k_pooled)):
             if arr is None:
                 continue
@@ -335,7 +351,8 @@ def _nearest(metric: PerceptualDistance, targets: ImageSet, recon: ImageSet, gro
                 pooled[key][fill] = arr[fill]
     if pooled["keys"] is None:
         pooled["keys"] = metric.embed(targets.images).pooled
-    return Nearest(index, distance, pooled["queries"], pooled["keys"]), split
+    return Nearest(index, distance, second_index, second, pooled["queries"], pooled["keys"], key_index,
+                   key_distance), split
 
 
 def _cache_notes(status: dict) -> list[str]:
@@ -349,24 +366,30 @@ def _cache_notes(status: dict) -> list[str]:
 
 
 def _features(config: EvalConfig, metric: PerceptualDistance, targets: ImageSet, recon: ImageSet,
-              recon_labels: np.ndarray, target_pooled: np.ndarray, recon_pooled: np.ndarray, notes: list[str]):
+              recon_labels: np.ndarray, target_pooled: np.ndarray, recon_pooled: np.ndarray, notes: list[str],
+              eval_classifier: torch.nn.Module | None = None):
     """Pick the FID/PRDC feature extractor; evaluate with the evaluation model when one is given."""
     eval_block: dict = {"attack_accuracy": None, "knn_distance": None, "eval_model": None}
     eval_feats = None
-    if config.eval_model:
+    model = info = None
+    if eval_classifier is not None:
+        model, info = eval_classifier.to(metric.device).eval(), dict(getattr(eval_classifier, "info", {}))
+    elif config.eval_model:
         from ddcs_core.models.checkpoints import load_model
 
         model, info = load_model(config.eval_model, device=metric.device)
+    if model is not None:
+        name = str(config.eval_model or info.get("path"))
         num_classes = getattr(model, "num_classes", None)
         class_names = (info.get("meta") or {}).get("class_names")
-        mapping = _model_class_index(targets.class_names, class_names, num_classes, config.eval_model)
+        mapping = _model_class_index(targets.class_names, class_names, num_classes, name)
         logits, r_feats = classifier_outputs(model, recon.images, metric.device)
         _, t_feats = classifier_outputs(model, targets.images, metric.device)
         want = mapping[recon_labels]
         acc = topk_accuracy(logits, want, ks=(1, 5))
         knn = knn_distance(r_feats, recon_labels, t_feats, targets.labels)
         eval_block = {"attack_accuracy": {"top1": acc[1], "top5": acc[5]}, "knn_distance": knn["mean"],
-                      "eval_model": {"path": str(config.eval_model), "arch": info.get("arch"), "sha256": info.get("sha256")}}
+                      "eval_model": {"path": name, "arch": info.get("arch"), "sha256": info.get("sha256")}}
         eval_feats = (t_feats, r_feats)
     choice = config.features
     if choice == "eval-model":  # resolved() made sure an evaluation model is given

@@ -92,7 +92,7 @@ class Experiment:
                Step(f"invert-{PRETRAINED}", lambda r, s: self.invert_step(PRETRAINED, r, s), parallel=True),
                evaluate(VANILLA_POOL, f"invert-{PRETRAINED}")]
         for m in self.modes:
-            out += [Step(f"transfer-{m}", lambda r, s, m=m: self.transfer_step(m, r, s)),
+            out += [Step(f"transfer-{m}", lambda r, s, m=m: self.transfer_step(m, r, s), parallel=True),
                     Step(f"fid-{m}", lambda r, s, m=m: self.fid_step(m), (f"transfer-{m}",)),
                     Step(f"invert-{m}", lambda r, s, m=m: self.invert_step(m, r, s), (f"transfer-{m}",),
                          parallel=True),
@@ -129,7 +129,10 @@ class Experiment:
         path = transfer_paths(self.run.path, name)["G"]
         if not path.is_file():
             raise DDCSInputError(f"{path}: the transfer step for mode {name!r} has not finished")
-        return load_model(path, device=self.device)[0]
+        G = load_model(path, device=self.device)[0]
+        if self.world.generator_class is not None:  # a checkpoint keeps weights, not the conditioning
+            G.set_class(self.world.generator_class)
+        return G
 
     def transfer_step(self, mode: str, report: Report, cancelled: ShouldStop) -> None:
         transfer(self.world.generator, self.world.discriminator, self.world.victim, self.world.public,
@@ -194,7 +197,8 @@ class Experiment:
 
         recon, _ = self.run.recon(pool)
         config = replace(self.config.evaluation, eval_model=self.world.evaluator_path, device=str(self.device))
-        evaluation = evaluate_sets(self.world.targets, recon, config, progress=self.progress)
+        evaluation = evaluate_sets(self.world.targets, recon, config, progress=self.progress,
+                                   eval_classifier=self.world.evaluator)
         if evaluation is not None:  # None on torchrun ranks other than 0, which merged the search
             self.run.write_evaluation(pool, evaluation)
 
@@ -211,11 +215,12 @@ class Experiment:
         atomic.write_text(self.run.path / "reproduction.md", to_markdown(rows))
 
 
-def step_names(config: dict) -> list[str]:
+def step_names(config: ExperimentConfig | dict) -> list[str]:
     """The experiment's steps in the order `Experiment.run_all` runs them, from the config alone (the
-    app's status line counts and times them without loading a world)."""
+    app's status line counts and times them without loading a world); `config` typed or as stored."""
+    modes = config.transfer.modes if isinstance(config, ExperimentConfig) else config["transfer"]["modes"]
     names = [f"fid-{PRETRAINED}", f"invert-{PRETRAINED}", f"evaluate-{VANILLA_POOL}"]
-    for m in config["transfer"]["modes"]:
+    for m in modes:
         names += [f"transfer-{m}", f"fid-{m}", f"invert-{m}", f"evaluate-{pool_name(m)}", f"dual-{m}",
                   f"evaluate-dual-{m}"]
     return names + ["map", "table"]

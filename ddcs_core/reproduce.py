@@ -60,7 +60,9 @@ def reproduction_table(run: Run) -> dict:
         transfer.append({"mode": s["mode"], "lam": lam,
                          "steps": s["steps"], "sec_per_step": s["sec_per_step"],
                          "adv_first": s.get("adv_first"), "adv_last": s.get("adv_last"),
-                         **_victim(gen_info), "projection": ngd.get("projection"), "grid": f"grids/{s['mode']}.png"})
+                         **_victim(gen_info), "projection": ngd.get("projection"), "grid": f"grids/{s['mode']}.png",
+                         "method": ngd.get("method"), "diagnostics": ngd.get("diagnostics"),
+                         "eigval_max": (ngd.get("basis") or {}).get("eigval_max")})
     pre = _json(run.path / "generators" / f"{PRETRAINED}.json")
     if pre:
         transfer.insert(0, {"mode": PRETRAINED, "lam": None, "steps": 0, "sec_per_step": None, "adv_first": None,
@@ -68,6 +70,10 @@ def reproduction_table(run: Run) -> dict:
     notes = [f"Gen. FID: generator samples at fixed latents vs public images, features {', '.join(sorted(features)) or '—'}",
              "Victim entropy (nats, uniform = log #classes) and mean top-1 confidence: the victim on the same "
              "fixed-latent samples; L_adv: the entropy loss summed over each transfer batch"]
+    if any(t.get("diagnostics") for t in transfer):
+        notes.append("NGD kept: ‖VVᵀg‖/‖g‖, the share of the victim's entropy gradient g inside the rank-k basis; gain: "
+                     "⟨g, P̂g⟩/‖g‖², the first-order L_adv decrease of the applied step relative to the plain entropy "
+                     "step at the same λ; λ_max: the basis's top eigenvalue (LPIPS units); means over the transfer steps")
     notes += [f"Evaluation profile: {p}" for p in sorted(eval_profiles)]
     return {"run": str(run.path), "pools": rows, "transfer": transfer, "notes": notes}
 
@@ -84,6 +90,15 @@ def _fmt(value, key: str) -> str:
     return str(value)
 
 
+def _diagnostics(t: dict) -> str:
+    """An ngd transfer's mean kept fraction, first-order L_adv gain vs the entropy step, and λ_max."""
+    d = t.get("diagnostics") or {}
+    if d.get("kept") is None:
+        return "—"
+    top = t.get("eigval_max")
+    return f"{100 * d['kept']:.1f} % · {d['gain']:.3g} · {'—' if top is None else f'{top:.3g}'}"
+
+
 def to_markdown(table: dict) -> str:
     """The table as GitHub markdown (pools, then transfer modes, then notes)."""
     head = "| " + " | ".join(title for _, title in COLUMNS) + " |"
@@ -91,12 +106,13 @@ def to_markdown(table: dict) -> str:
     for row in table["pools"]:
         lines.append("| " + " | ".join(_fmt(row.get(k), k) for k, _ in COLUMNS) + " |")
     lines += ["", "| Transfer mode | Steps | s/step | L_adv first 50 → last 50 | Gen. FID ↓ | Victim entropy ↓ | "
-              "Victim conf. ↑ | Grid |", "|---|---|---|---|---|---|---|---|"]
+              "Victim conf. ↑ | NGD kept ‖VVᵀg‖/‖g‖ · gain · λ_max | Grid |", "|---|---|---|---|---|---|---|---|---|"]
     for t in table["transfer"]:
         adv = "—" if t["adv_first"] is None else f"{t['adv_first']:.3f} → {t['adv_last']:.3f}"
-        mode = t["mode"] + (f" ({t['projection']})" if t["projection"] else "")
+        mode = t.get("method") or t["mode"] + (f" ({t['projection']})" if t["projection"] else "")
         lines.append(f"| {mode} | {t['steps']} | {_fmt(t['sec_per_step'], '')} | {adv} | {_fmt(t['gen_fid'], '')} | "
-                     f"{_fmt(t.get('victim_entropy'), '')} | {_fmt(t.get('victim_confidence'), 'coverage')} | {t['grid']} |")
+                     f"{_fmt(t.get('victim_entropy'), '')} | {_fmt(t.get('victim_confidence'), 'coverage')} | "
+                     f"{_diagnostics(t)} | {t['grid']} |")
     lines += [""] + [f"- {n}" for n in table["notes"]]
     return "\n".join(lines) + "\n"
 

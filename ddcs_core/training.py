@@ -6,8 +6,9 @@ resumed only when the config, data and starting models that produced it are the 
 checkpoints, the RNG state (the loop's CPU generator and torch's global RNGs), progress (tqdm and the
 `report` callback), cancellation (`should_stop` -> state saved -> `control.Cancelled`) and the common
 part of the summary. Because every trainer runs through `Trainer.fit`, a rerun after a kill continues
-exactly where the last checkpoint left off, and this is the one place where distributed training
-(one process per device, rank-0 checkpoints) will plug in.
+exactly where the last checkpoint left off. Under torchrun (a loop that shares each batch over the
+ranks, e.g. transfer.TransferLoop) every rank runs `fit` in lockstep and rank 0 alone writes the
+checkpoints; a state holds plain weights and the shared RNG, so it resumes with any number of ranks.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from typing import Protocol
 import torch
 from tqdm import tqdm
 
+from ddcs_core import distributed
 from ddcs_core.control import Cancelled, Report, ShouldStop, silent
 from ddcs_core.errors import DDCSInputError
 from ddcs_core.models.checkpoints import capture_rng, load_training_state, restore_rng, save_training_state
@@ -114,7 +116,8 @@ class Trainer:
             raise DDCSInputError(f"{self.what} {path} is incomplete ({e}); {self.restart_hint}") from e
 
     def _save(self, loop: Loop, step: int, seconds: float) -> None:
-        if self.state_path is not None:
+        """The state, atomically; under torchrun by rank 0 alone (every rank holds the same state)."""
+        if self.state_path is not None and distributed.is_main():
             save_training_state(self.state_path, {"signature": self.signature, "step": step, "seconds": seconds,
                                                   "rng": capture_rng(loop.gen, loop.device), **loop.state()})
 

@@ -20,12 +20,32 @@ fixed per basis (not per image), so images keep their relative gradient sizes. A
 kept, perceptually most sensitive directions, which shows as texture artifacts), `none` keeps the
 raw P g (the paper's code; its size depends on the eigenvalues' units).
 
+The paper preset (`ngd_preset: paper`) sets the official code's choices, each its own field so one
+can be flipped at a time; PAPER_PRESET lists them with an "arguably an accident" flag and the reason,
+`paper_preset_table()` renders that as markdown. The accidents: raw Λ⁻¹ (`ngd_scale: none`, units of
+LPIPS per squared pixel step that change with backbone and resolution), one basis per batch slot (an
+unrelated image's Hessian), bases at `torch.rand` latents (not the prior), and, probably, the Hessian
+taken at G(z + 1e-4·ε) rather than at x' = x; λ = 1 on the batch-summed entropy is one in part (its
+strength grows with batch_size). LPIPS-VGG and ARPACK are deliberate (ARPACK and our Lanczos agree).
+The preset fills the fields its mapping does not set (`{ngd_preset: paper, lam: 0.03}` is the paper
+at λ=0.03); `--set transfer.ngd_preset=paper` on the command line replaces the file's values of those
+fields (config.load_config), later `--set`s still win. The stored config holds every value.
+
+Diagnostics (ngd): every step logs what the applied step keeps of the plain gradient g
+(geometry.ngd.projection_diagnostics: ‖VVᵀg‖/‖g‖, cos(g, P̂g), the first-order L_adv gain relative to
+the entropy step, ‖P̂g‖/‖g‖); the summary holds their means and the basis's eigenvalue scale.
+
 Fixed evaluation latents: every mode draws the same grid latents (from `grid_seed`) and saves
 `<out>/grids/<mode>/step-XXXX.png` at step 0 and at every checkpoint, plus the latest as
 `<out>/grids/<mode>.png`, so artifacts compare side by side. State (`<out>/transfer/<mode>/state.pt`)
 is written atomically at every checkpoint; a rerun resumes from it and, with deterministic CPU kernels,
 ends bit-identical to an uninterrupted run (see experiment.py on oneDNN). The loop itself is
 training.Trainer's; `TransferLoop` gives its step.
+
+Under torchrun every rank trains on its share of each batch (train_gan.BatchShare: the whole batch's
+random draws, this rank's rows, gradients averaged before each optimiser step), so the run is the
+one-process run up to float rounding whatever the number of ranks; rank 0 alone writes state, grids,
+G and summary, and a state resumes with any number of ranks.
 """
 
 from __future__ import annotations
@@ -41,18 +61,19 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ddcs_core import atomic
+from ddcs_core import atomic, distributed
 from ddcs_core.attacks.augment import AugmentConfig, random_transform
 from ddcs_core.attacks.fingerprint import array_digest, module_digest
 from ddcs_core.attacks.losses import entropy_loss
 from ddcs_core.errors import DDCSInputError, config_from_dict
 from ddcs_core.geometry.hvp import EmbedFn
 from ddcs_core.geometry.lanczos import LanczosNotConverged
-from ddcs_core.geometry.ngd import NGDBasis, NGDConfig, NGDProjector
+from ddcs_core.geometry.ngd import NGDBasis, NGDConfig, NGDProjector, project_reference, projection_diagnostics
 from ddcs_core.control import Report, ShouldStop, silent
 from ddcs_core.models.checkpoints import save_model
 from ddcs_core.models.stylegan2 import Discriminator, Generator
 from ddcs_core.models.train_gan import (
+    BatchShare,
     ema_update,
     gan_config,
     gan_step,
@@ -68,6 +89,23 @@ log = logging.getLogger(__name__)
 MODES = ("vanilla", "entropy", "ngd")
 PROJECTIONS = ("reference", "damped")
 NGD_SCALES = ("spectral", "grad-norm", "none")
+NGD_PRESETS = ("paper",)
+BASIS_LATENTS = ("normal", "uniform")
+EIGENSOLVERS = {"lanczos": "torch", "arpack": "scipy"}  # name in the config → geometry.lanczos method
+LPIPS_NETS = ("alex", "vgg")
+# The official code's choices (see the table above); `accident` marks the arguably unintended ones.
+PAPER_PRESET = {
+    "lam": (1.0, "partly", "λ = 1 on the entropy summed over the batch (strength grows with batch_size)"),
+    "projection": ("reference", "no", "P g = V Λ⁻¹ Vᵀ g with bases computed once"),
+    "k": (20, "no", "top-20 eigenpairs"),
+    "ngd_scale": ("none", "yes", "raw Λ⁻¹: LPIPS-per-squared-pixel units, which change with backbone and resolution"),
+    "basis_per_slot": (True, "yes", "image i of every batch uses basis i (an unrelated image's Hessian)"),
+    "basis_latents": ("uniform", "yes", "bases at latents drawn torch.rand, uniform [0, 1), not the prior"),
+    "hessian_offset": (1e-4, "probably", "Hessian at x' = G(z + 1e-4·ε), slightly off x' = x"),
+    "lpips_net": ("vgg", "no", "LPIPS-VGG"),
+    "eigensolver": ("arpack", "no", "ARPACK (scipy eigsh) over the HVP"),
+}
+DIAGNOSTICS = ("kept", "cos", "gain", "step_ratio")  # logged per ngd step (geometry.ngd.projection_diagnostics)
 _GAN_KEYS = ("lr_g", "lr_d", "betas", "r1_gamma", "r1_every", "ema_kimg", "ema_rampup", "style_mixing",
              "diffaugment", "xflip")
 
@@ -88,6 +126,12 @@ class TransferConfig:
     lanczos_tol: float = 1e-3
     lanczos_maxiter: int | None = None
     ngd_scale: str = "spectral"
+    ngd_preset: str | None = None
+    lpips_net: str = "alex"
+    eigensolver: str = "lanczos"
+    basis_latents: str = "normal"
+    hessian_offset: float = 0.0
+    basis_per_slot: bool = False
     augment: AugmentConfig = field(default_factory=AugmentConfig)
     gan: dict = field(default_factory=dict)
     grid: int = 6
@@ -96,7 +140,8 @@ class TransferConfig:
     seed: int = 0
 
     def __post_init__(self) -> None:
-        choices = {"mode": MODES, "projection": PROJECTIONS, "ngd_scale": NGD_SCALES}
+        choices = {"mode": MODES, "projection": PROJECTIONS, "ngd_scale": NGD_SCALES, "ngd_preset": (None, *NGD_PRESETS),
+                   "lpips_net": LPIPS_NETS, "eigensolver": tuple(EIGENSOLVERS), "basis_latents": BASIS_LATENTS}
         for name, allowed in choices.items():
             if getattr(self, name) not in allowed:
                 raise DDCSInputError(f"transfer.{name} must be one of {allowed}, got {getattr(self, name)!r}")
@@ -108,16 +153,50 @@ class TransferConfig:
             value = getattr(self, name)
             if not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0 or (name != "lam" and value == 0):
                 raise DDCSInputError(f"transfer.{name} must be a finite number {'>= 0' if name == 'lam' else '> 0'}, got {value!r}")
+        offset = self.hessian_offset
+        if isinstance(offset, bool) or not isinstance(offset, (int, float)) or not math.isfinite(offset) or offset < 0:
+            raise DDCSInputError(f"transfer.hessian_offset must be a finite number >= 0, got {offset!r}")
+        if not isinstance(self.basis_per_slot, bool):
+            raise DDCSInputError(f"transfer.basis_per_slot must be true or false, got {self.basis_per_slot!r}")
+        if self.projection != "reference":
+            off = [f"{name}={getattr(self, name)!r}" for name, default in _REFERENCE_ONLY.items()
+                   if getattr(self, name) != default]
+            if off:
+                raise DDCSInputError(f"transfer.{', '.join(off)} apply to the bases of projection 'reference' "
+                                     f"(computed once at latents), not {self.projection!r}")
         unknown = sorted(set(self.gan) - set(_GAN_KEYS))
         if unknown:
             raise DDCSInputError(f"transfer.gan: unknown keys {unknown} (known: {list(_GAN_KEYS)})")
 
     @classmethod
     def from_dict(cls, d: dict | None) -> TransferConfig:
+        """The config of a mapping; a preset (`ngd_preset`) fills the fields the mapping leaves out."""
         d = config_from_dict(cls, d, "transfer")
+        preset = d.get("ngd_preset")
+        if preset is not None:
+            if preset not in NGD_PRESETS:
+                raise DDCSInputError(f"transfer.ngd_preset must be one of {(None, *NGD_PRESETS)}, got {preset!r}")
+            d = {**preset_values(preset), **d}
         if "augment" in d:
             d["augment"] = AugmentConfig.from_dict(d["augment"])
         return cls(**d)
+
+    def preset_deviations(self) -> dict:
+        """The fields that differ from the named preset's value ({} without a preset)."""
+        if self.ngd_preset is None:
+            return {}
+        return {k: getattr(self, k) for k, v in preset_values(self.ngd_preset).items() if getattr(self, k) != v}
+
+    def method_label(self) -> str:
+        """How tables name this transfer: mode, projection, scale, and the preset with its deviations."""
+        if self.mode != "ngd":
+            return self.mode
+        if self.ngd_preset is not None:
+            dev = ", ".join(f"{k}={v}" for k, v in self.preset_deviations().items())
+            return f"ngd ({self.ngd_preset}{'; ' + dev if dev else ''})"
+        extra = [f"{k}={getattr(self, k)}" for k, v in _REFERENCE_ONLY.items() if getattr(self, k) != v]
+        extra += [f"{k}={getattr(self, k)}" for k in ("lpips_net", "eigensolver") if getattr(self, k) != _DEFAULTS[k]]
+        return f"ngd ({', '.join([self.projection, self.ngd_scale, *extra])})"
 
     def to_dict(self) -> dict:
         return json.loads(json.dumps(asdict(self)))
@@ -125,7 +204,37 @@ class TransferConfig:
     def ngd(self) -> NGDConfig:
         mode = "reference" if self.projection == "reference" else "damped"
         return NGDConfig(mode=mode, k=self.k, mu=float(self.mu), refresh_every=self.refresh_every,
-                         tol=float(self.lanczos_tol), maxiter=self.lanczos_maxiter, seed=self.seed)
+                         method=EIGENSOLVERS[self.eigensolver], tol=float(self.lanczos_tol),
+                         maxiter=self.lanczos_maxiter, seed=self.seed)
+
+    def signature_dict(self) -> dict:
+        """to_dict() without the preset fields at their defaults, so runs written before they existed
+        keep their signature (and resume or stay done)."""
+        return {k: v for k, v in self.to_dict().items() if k not in _PRESET_FIELDS or v != _DEFAULTS[k]}
+
+
+_REFERENCE_ONLY = {"basis_latents": "normal", "hessian_offset": 0.0, "basis_per_slot": False}
+_DEFAULTS = {f: getattr(TransferConfig, f) for f in ("ngd_preset", "lpips_net", "eigensolver", *_REFERENCE_ONLY)}
+_PRESET_FIELDS = tuple(_DEFAULTS)
+
+
+def preset_values(name: str) -> dict:
+    """The field values a preset sets (`paper`: PAPER_PRESET's)."""
+    if name != "paper":
+        raise DDCSInputError(f"transfer.ngd_preset must be one of {NGD_PRESETS}, got {name!r}")
+    return {k: v[0] for k, v in PAPER_PRESET.items()}
+
+
+def paper_preset_table(config: TransferConfig | None = None) -> str:
+    """The paper preset as a markdown table: each choice, our default, the paper's, the accident flag
+    (and the value in `config` when given)."""
+    ours = TransferConfig()
+    head = "| Field | Ours (default) | Paper | Arguably an accident | What |"
+    lines = [head + (" In force |" if config else ""), "|---" * (6 if config else 5) + "|"]
+    for k, (value, accident, what) in PAPER_PRESET.items():
+        row = f"| `{k}` | {getattr(ours, k)} | {value} | {accident} | {what} |"
+        lines.append(row + (f" {getattr(config, k)} |" if config else ""))
+    return "\n".join(lines) + "\n"
 
 
 def rescale_to_gradient(pg: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
@@ -148,39 +257,75 @@ def spectral_factor(basis: NGDBasis, n: int, projection: str, mu: float, eps: fl
     return lam_min[torch.arange(n) % vals.shape[0]]
 
 
+def _victim_view(x: torch.Tensor, augment: AugmentConfig, gen: torch.Generator,
+                 share: BatchShare | None) -> torch.Tensor:
+    if share is None:
+        return random_transform(x, augment, gen)
+    return share.per_image(lambda y: random_transform(y, augment, gen), x)
+
+
 def image_gradient(victim: torch.nn.Module, x: torch.Tensor, augment: AugmentConfig,
-                   gen: torch.Generator) -> tuple[torch.Tensor, float]:
-    """(g = ∂L_adv/∂x at images x (N, C, H, W), L_adv) with L_adv = entropy of victim(aug(x))."""
+                   gen: torch.Generator, share: BatchShare | None = None) -> tuple[torch.Tensor, float]:
+    """(g = ∂L_adv/∂x at images x (N, C, H, W), L_adv) with L_adv = entropy of victim(aug(x)); with
+    `share`, x are this rank's rows and the augmentation draws are the whole batch's."""
     x = x.detach().requires_grad_(True)
     with torch.enable_grad():
-        loss = entropy_loss(victim(random_transform(x, augment, gen)))
+        loss = entropy_loss(victim(_victim_view(x, augment, gen, share)))
         (g,) = torch.autograd.grad(loss, x)
     return g, loss.item()
 
 
 class AdversarialTerm:
-    """The λ·L_adv part of G's loss for one mode; `last` holds the latest L_adv value for the log."""
+    """The λ·L_adv part of G's loss for one mode; `last` holds the latest L_adv value for the log.
+
+    With `share` (torchrun) the fakes are this rank's rows: L_adv is a sum over images, so the term is
+    scaled by N (the ranks' gradients are averaged), `last` is this rank's part (summed by the loop),
+    reference bases are paired with images by their index in the whole batch, and damped bases are
+    computed by each rank for its own images."""
 
     def __init__(self, config: TransferConfig, victim: torch.nn.Module, embed_fn: EmbedFn | None,
-                 gen: torch.Generator) -> None:
-        self.c, self.victim, self.embed_fn, self.gen = config, victim, embed_fn, gen
+                 gen: torch.Generator, share: BatchShare | None = None) -> None:
+        self.c, self.victim, self.embed_fn, self.gen, self.share = config, victim, embed_fn, gen, share
+        self.scale = 1 if share is None else share.world_size
         self.projector = NGDProjector(config.ngd()) if config.mode == "ngd" else None
         self.step = 0
         self.last = float("nan")
         self.projection_seconds = 0.0
         self.refresh_seconds = 0.0
         self.unconverged = 0
+        self.diagnostics: dict[str, float] = {}  # the latest step's projection_diagnostics (ngd)
+
+    def reference_points(self, G: Generator) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """(x, at): the images the reference bases belong to, and where their Hessians are taken
+        (None: at x' = x). One per batch slot (`basis_per_slot`) or `reference_latents` of them, at
+        latents from the prior (`normal`) or uniform in [0, 1) (`uniform`, the paper's torch.rand);
+        `hessian_offset` > 0 takes each Hessian at G(z + offset·ε), ε standard normal."""
+        c = self.c
+        n = c.batch_size if c.basis_per_slot else c.reference_latents
+        gen = torch.Generator().manual_seed(c.seed + 2)
+        draw = torch.rand if c.basis_latents == "uniform" else torch.randn
+        z = draw(n, G.z_dim, generator=gen).to(G.const.device)
+        with torch.no_grad():
+            x = G(z, noise_mode="const")
+            if not c.hessian_offset:
+                return x, None
+            eps = torch.randn(n, G.z_dim, generator=gen).to(G.const.device)
+            return x, G(z + c.hessian_offset * eps, noise_mode="const")
 
     def prepare_reference(self, G: Generator) -> None:
-        """reference projection: bases at `reference_latents` fixed random latents of the initial G."""
-        z = torch.randn(self.c.reference_latents, G.z_dim, generator=torch.Generator().manual_seed(self.c.seed + 2))
-        with torch.no_grad():
-            x = G(z.to(G.const.device), noise_mode="const")
+        """reference projection: bases at fixed latents of the initial G (`reference_points`); under
+        torchrun computed by rank 0 and broadcast."""
         t = time.perf_counter()
-        try:
-            self.projector.prepare(self.embed_fn, x)
-        except LanczosNotConverged as err:
-            self._accept(err, x, None)
+        if distributed.is_main():
+            x, at = self.reference_points(G)
+            try:
+                self.projector.prepare(self.embed_fn, x, at)
+            except LanczosNotConverged as err:
+                self._accept(err, x, None)
+        if self.share is not None:
+            self.load(distributed.broadcast({k: v.cpu() if torch.is_tensor(v) else v for k, v in self.state().items()}
+                                            if distributed.is_main() else None))
+            self.unconverged = int(distributed.broadcast(self.unconverged))
         self.refresh_seconds += time.perf_counter() - t
 
     def _accept(self, err: LanczosNotConverged, x: torch.Tensor, step: int | None) -> None:
@@ -196,28 +341,38 @@ class AdversarialTerm:
     def __call__(self, fake: torch.Tensor) -> torch.Tensor:
         c = self.c
         if c.mode == "entropy":
-            loss = entropy_loss(self.victim(random_transform(fake, c.augment, self.gen)))
+            loss = entropy_loss(self.victim(_victim_view(fake, c.augment, self.gen, self.share)))
             self.last = loss.item()
-            return c.lam * loss
-        g, self.last = image_gradient(self.victim, fake, c.augment, self.gen)
+            return c.lam * self.scale * loss
+        g, self.last = image_gradient(self.victim, fake, c.augment, self.gen, self.share)
         t = time.perf_counter()
         refreshes = self.projector.refreshes
         try:
-            pg = self.projector(self.embed_fn, fake.detach(), g, self.step)
+            pg, basis = self._project(fake, g)
         except LanczosNotConverged as err:
             self._accept(err, fake, self.step)
-            pg = self.projector(self.embed_fn, fake.detach(), g, self.step)
+            pg, basis = self._project(fake, g)
         if c.ngd_scale == "grad-norm":
             pg = rescale_to_gradient(pg, g)
         elif c.ngd_scale == "spectral":
-            factor = spectral_factor(self.projector.basis, len(pg), c.projection, c.mu, self.projector.config.eps)
+            factor = spectral_factor(basis, len(pg), c.projection, c.mu, self.projector.config.eps)
             pg = pg * factor.to(pg.device, pg.dtype).view(-1, *([1] * (pg.ndim - 1)))
+        self.diagnostics = projection_diagnostics(g, pg, basis)
         elapsed = time.perf_counter() - t
         if self.projector.refreshes != refreshes:
             self.refresh_seconds += elapsed
         else:
             self.projection_seconds += elapsed
-        return c.lam * (fake * pg.detach()).sum()
+        return c.lam * self.scale * (fake * pg.detach()).sum()
+
+    def _project(self, fake: torch.Tensor, g: torch.Tensor) -> tuple[torch.Tensor, NGDBasis]:
+        """(P g, the bases used, paired with the images) for this rank's images."""
+        p = self.projector
+        if self.share is None or self.c.projection == "damped":
+            return p(self.embed_fn, fake.detach(), g, self.step), p.basis
+        pick = self.share.rows % p.basis.eigvals.shape[0]  # the basis one process pairs with each image
+        basis = NGDBasis(p.basis.eigvals[pick], p.basis.eigvecs[pick], p.basis.image_shape)
+        return project_reference(g, basis, p.config.eps), basis
 
     def state(self) -> dict:
         p = self.projector
@@ -235,11 +390,19 @@ class AdversarialTerm:
         p.last_refresh_step = None if state["last_refresh_step"] < 0 else int(state["last_refresh_step"])
 
 
-def default_embed_fn(device: torch.device) -> EmbedFn:
-    """LPIPS-alex's exact embedding (DESIGN §2): d(x, y) = ‖e(x) − e(y)‖²."""
+def default_embed_fn(device: torch.device, net: str = "alex") -> EmbedFn:
+    """LPIPS's exact embedding (DESIGN §2): d(x, y) = ‖e(x) − e(y)‖², backbone `net` (alex | vgg)."""
     from ddcs_core.perceptual import LPIPSNetwork
 
-    return LPIPSNetwork("alex").to(device).embed
+    return LPIPSNetwork(net).to(device).embed
+
+
+def basis_scale(basis: NGDBasis) -> dict[str, float]:
+    """The eigenvalue scale of a basis (medians over its images): λ_max, λ_k and their ratio. The
+    units (LPIPS per squared pixel step) change with backbone and resolution."""
+    vals = basis.eigvals.double()
+    top, low = vals[:, 0].median().item(), vals[:, -1].median().item()
+    return {"eigval_max": top, "eigval_min": low, "condition": top / low if low > 0 else None}
 
 
 def _check_images(images: np.ndarray, resolution: int) -> np.ndarray:
@@ -275,9 +438,13 @@ class TransferLoop:
         self.G_ema = copy.deepcopy(self.G).eval().requires_grad_(False)
         self.opt_g, self.opt_d = make_optimizers(self.G, self.D, cfg)
         if c.mode == "ngd" and embed_fn is None:
-            embed_fn = default_embed_fn(device)
-        self.adv = AdversarialTerm(c, victim, embed_fn, self.gen) if c.mode != "vanilla" else None
-        self.log: dict[str, list[float]] = {"loss_g": [], "loss_d": [], "r1": [], "adv": []}
+            embed_fn = default_embed_fn(device, c.lpips_net)
+        ctx = distributed.context()
+        self.share = BatchShare.for_rank(c.batch_size, self.D.mbstd_group, ctx.rank, ctx.world_size, device) \
+            if ctx.active else None
+        self.adv = AdversarialTerm(c, victim, embed_fn, self.gen, self.share) if c.mode != "vanilla" else None
+        self.log: dict[str, list[float]] = {"loss_g": [], "loss_d": [], "r1": [], "adv": [],
+                                            **({k: [] for k in DIAGNOSTICS} if c.mode == "ngd" else {})}
         self.data = torch.from_numpy(images).to(device)
         self.fixed_z = grid_latents(c, self.G.z_dim).to(device)
 
@@ -292,7 +459,7 @@ class TransferLoop:
 
     def load(self, state: dict) -> None:
         load_gan_state(state, self.G, self.D, self.G_ema, self.opt_g, self.opt_d)
-        self.log = {k: v.tolist() for k, v in state["log"].items()}
+        self.log = {**{k: [] for k in self.log}, **{k: v.tolist() for k, v in state["log"].items()}}
         if self.adv is not None:
             self.adv.load(state["ngd"])
             self.adv.refresh_seconds, self.adv.projection_seconds, unconverged = state["adv_stats"].tolist()
@@ -306,6 +473,8 @@ class TransferLoop:
             self.grid(step)
 
     def grid(self, step: int) -> None:
+        if not distributed.is_main():
+            return
         with torch.no_grad():
             x = torch.cat([self.G_ema(z, noise_mode="const") for z in self.fixed_z.split(64)])
         save_grid(self.paths["grids"] / f"step-{step:04d}.png", x, self.c.grid)
@@ -315,13 +484,18 @@ class TransferLoop:
         c, cfg, adv = self.c, self.cfg, self.adv
         if adv is not None:
             adv.step = step
+        share = self.share
         losses = gan_step(self.G, self.D, self.opt_g, self.opt_d,
-                          lambda: real_batch(self.data, c.batch_size, self.gen, cfg["xflip"]), cfg, step,
-                          c.batch_size, self.gen, g_extra=adv)
+                          lambda: real_batch(self.data, c.batch_size, self.gen, cfg["xflip"], share), cfg, step,
+                          c.batch_size, self.gen, g_extra=adv, share=share)
         ema_update(self.G_ema, self.G, cfg, step + 1, c.batch_size)
         for key in ("loss_g", "loss_d", "r1"):
             self.log[key].append(losses[key])
-        self.log["adv"].append(adv.last if adv is not None else float("nan"))
+        adv_value = adv.last if adv is not None else float("nan")
+        self.log["adv"].append(adv_value if share is None or adv is None else share.reduce([adv_value], "sum")[0])
+        if c.mode == "ngd":
+            for key in DIAGNOSTICS:
+                self.log[key].append(adv.diagnostics.get(key, float("nan")))
         return {"g": losses["loss_g"], "d": losses["loss_d"], "adv": self.log["adv"][-1]}
 
     def after(self, step: int) -> None:
@@ -360,7 +534,7 @@ def transfer(
         if victim is None:
             raise DDCSInputError(f"transfer mode {c.mode!r} needs a victim")
         victim = victim.to(device).eval().requires_grad_(False)
-    signature = {"config": c.to_dict(), "gan": cfg, "data": array_digest(images), "G": module_digest(G),
+    signature = {"config": c.signature_dict(), "gan": cfg, "data": array_digest(images), "G": module_digest(G),
                  "D": module_digest(D), "victim": module_digest(victim) if c.mode != "vanilla" else None}
     if paths["summary"].is_file() and paths["G"].is_file():
         summary = json.loads(paths["summary"].read_text())
@@ -369,11 +543,14 @@ def transfer(
 
     loop = TransferLoop(G, D, victim, images, c, cfg, device, embed_fn, paths)
     trainer = Trainer(c.steps, signature, paths["state"], ckpt_every=c.ckpt_every, desc=f"transfer {c.mode}",
-                      progress=progress, report=report or silent, should_stop=should_stop, what="transfer state",
+                      progress=progress and distributed.is_main(), report=report or silent, should_stop=should_stop, what="transfer state",
                       restart_hint=f"delete {paths['work']} to start over")
     result = trainer.fit(loop)
     step, log, adv = result.steps, loop.log, loop.adv
-    sha = save_model(paths["G"], loop.G_ema, "stylegan2-g", loop.G_ema.config,
+    if not distributed.is_main():  # under torchrun rank 0 alone writes; the others' G_ema is the same
+        return {"signature": signature, "mode": c.mode, "steps": step, "generator": str(paths["G"])}
+    # the generator's own arch (stylegan2-g, stylegan2-ada-g, ...), so load_model rebuilds what was trained
+    sha = save_model(paths["G"], loop.G_ema, getattr(loop.G_ema, "arch", "stylegan2-g"), loop.G_ema.config,
                      meta={"mode": c.mode, "step": step, "seed": c.seed})
     tail = slice(-50, None)
 
@@ -381,15 +558,23 @@ def transfer(
         v = [x for x in values[tail] if x == x]
         return float(np.mean(v)) if v else None
 
+    def mean_all(values: list[float]) -> float | None:
+        v = [x for x in values if x == x]
+        return float(np.mean(v)) if v else None
+
     summary = {
         "signature": signature, "mode": c.mode, "steps": step, "generator": str(paths["G"]), "sha256": sha,
         "grid": str(paths["latest_grid"]), "loss_g": mean(log["loss_g"]), "loss_d": mean(log["loss_d"]),
         "adv_first": mean(log["adv"][:50]) if c.mode != "vanilla" else None, "adv_last": mean(log["adv"]),
         "sec_per_step": result.seconds / max(step, 1), "device": str(device),
+        "distributed": distributed.context().describe("batch" if loop.share is not None else "none"),
         "ngd": None if adv is None or adv.projector is None else {
             "projection": c.projection, "refreshes": adv.projector.refreshes,
             "refresh_seconds": round(adv.refresh_seconds, 3), "projection_seconds": round(adv.projection_seconds, 3),
-            "unconverged_refreshes": adv.unconverged},
+            "unconverged_refreshes": adv.unconverged, "method": c.method_label(),
+            "basis": basis_scale(adv.projector.basis) if adv.projector.basis is not None else None,
+            # means over every step (the projection's effect on the plain gradient, see projection_diagnostics)
+            "diagnostics": {k: mean_all(log[k]) for k in DIAGNOSTICS}},
     }
     atomic.write_json(paths["summary"], summary)
     return summary

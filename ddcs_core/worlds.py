@@ -1,9 +1,9 @@
 """What an experiment attacks (victim, pre-trained G and D, evaluator, private targets, public images),
 loaded from the config's `world` section by the loader its `kind` names.
 
-`demo` is the shipped demo world (checkpoints/demo, sha256-checked, on its LFW split). A loader for
-imported models (e.g. StyleGAN2-ADA generators, torchvision victims) registers itself with
-`register_world(kind, loader)`; the config refuses a kind that has no loader.
+`demo` is the shipped demo world (checkpoints/demo, sha256-checked, on its LFW split); `custom` is the
+user's own (StyleGAN2-ADA pickles, torchvision or face victims, image folders: custom_world.py). Other
+loaders register themselves with `register_world(kind, loader)`; the config refuses a kind without one.
 """
 
 from __future__ import annotations
@@ -25,7 +25,11 @@ if TYPE_CHECKING:
 
 @dataclass
 class AttackWorld:
-    """What an experiment attacks with: victim, pre-trained G and D, evaluator checkpoint, data."""
+    """What an experiment attacks with: victim, pre-trained G and D, evaluator, data.
+
+    `evaluator` is the loaded evaluation classifier when the world has one (custom worlds); else the
+    evaluation loads the checkpoint at `evaluator_path`. `generator_class` is the class a conditional
+    generator is conditioned on (re-applied to the transferred generators)."""
 
     victim: torch.nn.Module
     generator: torch.nn.Module
@@ -34,6 +38,8 @@ class AttackWorld:
     targets: ImageSet
     public: np.ndarray
     provenance: dict
+    evaluator: torch.nn.Module | None = None
+    generator_class: int | None = None
 
 
 WorldLoader = Callable[["WorldConfig", torch.device, bool], AttackWorld]
@@ -59,7 +65,13 @@ def load_demo_world(config: WorldConfig, device: torch.device, progress: bool = 
                        data["private_train"], data["public"].images, provenance)
 
 
-WORLD_LOADERS: dict[str, WorldLoader] = {"demo": load_demo_world}
+def _load_custom_world(config: WorldConfig, device: torch.device, progress: bool = True) -> AttackWorld:
+    from ddcs_core.custom_world import load_custom_world
+
+    return load_custom_world(config, device, progress)
+
+
+WORLD_LOADERS: dict[str, WorldLoader] = {"demo": load_demo_world, "custom": _load_custom_world}
 
 
 def register_world(kind: str, loader: WorldLoader) -> None:

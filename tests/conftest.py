@@ -1,8 +1,13 @@
 import os
 from pathlib import Path
 
-import pytest
-import torch
+# MKL's conditional numerical reproducibility, set before torch loads MKL: without it MKL may pick
+# kernels by memory alignment, so a test's float32 results could depend on the tests run before it in
+# the same process (seen: inversion latents differing in the last bit after test_evaluate).
+os.environ.setdefault("MKL_CBWR", "AUTO,STRICT")
+
+import pytest  # noqa: E402
+import torch  # noqa: E402
 
 torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
 

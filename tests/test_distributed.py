@@ -12,7 +12,11 @@ import pytest
 import torch
 
 from ddcs_core import distributed
-from tests.dist_worker import tiny_pool
+from ddcs_core.errors import DDCSInputError
+from ddcs_core.models.gan_losses import diff_augment
+from ddcs_core.models.stylegan2 import minibatch_stddev
+from ddcs_core.models.train_gan import BatchShare
+from tests.dist_worker import tiny_pool, tiny_transfer
 from tests.test_evaluate import world  # noqa: F401  (the tiny image world fixture)
 
 REPO = Path(__file__).resolve().parents[1]
@@ -117,3 +121,58 @@ def test_commands_that_do_not_share_work_refuse_torchrun(monkeypatch, capsys):
     assert main(["reproduce", "--run", "nowhere"]) == 2
     assert "does not run under torchrun" in capsys.readouterr().err
     assert not distributed.context().active
+
+
+def test_batch_share_takes_whole_stddev_groups_and_the_whole_batch_draws():
+    shares = [BatchShare.for_rank(8, 4, r, 2) for r in range(2)]
+    assert sorted(torch.cat([s.rows for s in shares]).tolist()) == list(range(8))
+    x = torch.randn(8, 3, 4, 4)
+    whole = minibatch_stddev(x, 4)
+    for s in shares:  # D's minibatch-stddev on a rank's rows is the whole batch's, at those rows
+        torch.testing.assert_close(minibatch_stddev(s.take(x), 4), s.take(whole))
+    augmented = diff_augment(x, generator=torch.Generator().manual_seed(3))
+    for s in shares:
+        mine = s.per_image(lambda y: diff_augment(y, generator=torch.Generator().manual_seed(3)), s.take(x))
+        torch.testing.assert_close(mine, s.take(augmented))
+    with pytest.raises(DDCSInputError, match="batch_size 4 does not split over 2 processes"):
+        BatchShare.for_rank(4, 4, 0, 2)
+
+
+def _weights(out: Path, mode: str) -> dict[str, torch.Tensor]:
+    from safetensors.torch import load_file
+
+    return load_file(out / "transfer" / mode / "G.safetensors")
+
+
+def assert_same_transfer(a: Path, b: Path, mode: str) -> None:
+    """Tolerance of a transfer shared over ranks vs one process (float rounding of the split batch and the
+    all-reduce): losses within 1e-5 relative; weights within 1e-5 but for at most 1 in 1000 elements whose
+    Adam step (normalised by a near-zero gradient) may turn differently, bounded by a fifth of lr_g = 2.5e-3."""
+    wa, wb = _weights(a, mode), _weights(b, mode)
+    diff = torch.cat([(wa[k].double() - wb[k].double()).abs().flatten() for k in wa])
+    assert diff.max() <= 5e-4 and (diff > 1e-5).float().mean() <= 1e-3
+    sa, sb = (json.loads((d / "transfer" / mode / "summary.json").read_text()) for d in (a, b))
+    for key in ("loss_g", "loss_d", "adv_last"):
+        assert sb[key] == pytest.approx(sa[key], rel=1e-5)
+
+
+@pytest.mark.parametrize("mode", ["entropy", "ngd"])
+def test_two_process_transfer_equals_one_process(tmp_path, one_thread, mode):
+    tiny_transfer(mode, "reference", str(tmp_path / "one"))
+    done = torchrun("tests/dist_worker.py", "transfer", mode, "reference", str(tmp_path / "two"))
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert_same_transfer(tmp_path / "one", tmp_path / "two", mode)
+    summary = json.loads((tmp_path / "two" / "transfer" / mode / "summary.json").read_text())
+    assert summary["distributed"] == {"world_size": 2, "backend": "gloo", "split": "batch"}
+
+
+def test_killed_transfer_resumes_with_another_number_of_processes(tmp_path, one_thread):
+    out = tmp_path / "killed"
+    killed = torchrun("tests/dist_worker.py", "transfer", "entropy", "reference", str(out), "1")
+    assert killed.returncode != 0  # rank 1 died after 3 steps; rank 0 had written step 2's state only
+    work = out / "transfer" / "entropy"
+    assert not (work / "G.safetensors").exists() and not (work / "summary.json").exists()
+    assert torch.load(work / "state.pt", weights_only=False)["step"] == 2
+    tiny_transfer("entropy", "reference", str(out))  # resume in this one process
+    tiny_transfer("entropy", "reference", str(tmp_path / "one"))
+    assert_same_transfer(tmp_path / "one", out, "entropy")

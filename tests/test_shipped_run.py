@@ -9,7 +9,8 @@ import pytest
 from ddcs_core import shipped_run
 from ddcs_core.embedding_map import map_is_current
 from ddcs_core.errors import DDCSInputError
-from ddcs_core.experiment import open_experiment, resolve_config, run_finished, step_names
+from ddcs_core.config import parse_experiment
+from ddcs_core.experiment import open_experiment, run_finished, step_names
 from ddcs_core.models.checkpoints import sha256_file
 from ddcs_core.runs import RunStore
 from tests.test_experiment import CONFIG, POOLS, world  # noqa: F401  (the tiny world fixture)
@@ -19,9 +20,9 @@ pytestmark = pytest.mark.usefixtures("deterministic_cpu")
 
 @pytest.fixture(scope="module")
 def finished(world, tmp_path_factory):  # noqa: F811
-    exp = open_experiment(resolve_config(CONFIG), world, tmp_path_factory.mktemp("runs"), "tiny", device="cpu",
+    exp = open_experiment(parse_experiment(CONFIG), world, tmp_path_factory.mktemp("runs"), "tiny", device="cpu",
                           progress=False, log=lambda m: None)
-    assert step_names(exp.config) == [name for name, _ in exp.steps()]  # the status line counts on these
+    assert step_names(exp.config) == [step.name for step in exp.steps()]  # the status line counts on these
     exp.run_all()
     return exp.run
 

@@ -129,7 +129,7 @@ def test_builtin_kinds_are_registered_with_their_parameters():
     kinds = job_kinds()
     assert {"evaluate", "map"} <= set(kinds)
     assert [p.name for p in kinds["evaluate"].params] == ["pool", "profile", "device", "class_agnostic", "update_map"]
-    assert kinds["evaluate"].params[1].options(None) == ["paper", "fast"]
+    assert kinds["evaluate"].params[1].options(None) == ["paper", "fast", "official"]
     assert "cpu" in kinds["map"].params[1].options(None)
 
 

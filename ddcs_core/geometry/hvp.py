@@ -98,17 +98,22 @@ def hvp_jvp_vjp(embed_fn: EmbedFn, x: Tensor, v: Tensor, *, mode: str = "auto") 
     return _hvp_double_vjp(f, x, v).detach()
 
 
-def hvp_double_backprop(embed_fn: EmbedFn, x: Tensor, v: Tensor) -> Tensor:
+def hvp_double_backprop(embed_fn: EmbedFn, x: Tensor, v: Tensor, *, at: Tensor | None = None) -> Tensor:
     """H v by differentiating ∇_{x'} d(x, x') once more at x' = x: an independent check of H = 2JᵀJ.
 
-    Nothing here assumes the Gauss-Newton form; it is the plain Hessian of the distance.
+    Nothing here assumes the Gauss-Newton form; it is the plain Hessian of the distance. `at` moves
+    the point: the Hessian of x' ↦ d(x, x') at x' = at (same shape as x), as the paper's code takes
+    it slightly off x' = x. Off the point H = 2JᵀJ + 2 Σ_d r_d ∇²e_d with r = e(at) − e(x): still
+    symmetric, PSD up to that small residual term.
     """
     _check_pair(x, v)
+    if at is not None:
+        _check_pair(x, at)
     f = _flat(embed_fn, x.shape[0])
     x, v = x.detach(), v.detach()
     with torch.no_grad():
         target = f(x)
-    xp = x.clone().requires_grad_(True)
+    xp = (x if at is None else at.detach()).clone().requires_grad_(True)
     with torch.enable_grad():
         dist = (f(xp) - target).pow(2).sum()  # images are independent, so the sum separates
         (grad,) = torch.autograd.grad(dist, xp, create_graph=True)

@@ -14,7 +14,7 @@ from scipy.sparse.linalg import ArpackNoConvergence, LinearOperator, eigsh
 from torch import Tensor
 
 from ddcs_core.errors import DDCSInputError
-from ddcs_core.geometry.hvp import EmbedFn, check_images, hvp_jvp_vjp
+from ddcs_core.geometry.hvp import EmbedFn, check_images, hvp_double_backprop, hvp_jvp_vjp
 
 METHODS = ("scipy", "torch")
 
@@ -187,27 +187,38 @@ def top_eigenpairs_batch(
     maxiter: int | None = None,
     seed: int = 0,
     method: str = "scipy",
+    at: Tensor | None = None,
 ) -> tuple[Tensor, Tensor]:
     """Top-k eigenpairs of each image's LPIPS Hessian: ((N, k) values, (N, P, k) vectors), P = C·H·W.
 
     "torch" runs all N images in one batched Lanczos (one batched HVP per iteration, on x's device);
-    "scipy" runs ARPACK image by image. Results are in x's dtype and device.
+    "scipy" runs ARPACK image by image. Results are in x's dtype and device. `at` (shape of x) takes
+    the Hessian of x' ↦ d(x, x') at x' = at instead of at x' = x (exact, by double backprop).
     """
     check_images(x)
     n, dim = x.shape[0], x[0].numel()
     _check_args(dim, k, tol, maxiter, method)
     x = x.detach()
+    if at is not None and (not isinstance(at, Tensor) or at.shape != x.shape):
+        raise DDCSInputError(f"at must have the shape of x {tuple(x.shape)}, got {getattr(at, 'shape', at)}")
+
+    def product(xs: Tensor, v: Tensor, ats: Tensor | None) -> Tensor:
+        if ats is None:
+            return hvp_jvp_vjp(embed_fn, xs, v)
+        return hvp_double_backprop(embed_fn, xs, v, at=ats)
+
     if method == "torch" or k == dim:
         def op(v: Tensor) -> Tensor:
-            return hvp_jvp_vjp(embed_fn, x, v.reshape(x.shape)).reshape(n, dim)
+            return product(x, v.reshape(x.shape), at).reshape(n, dim)
 
         return _lanczos(op, n, dim, k, tol, maxiter, seed, x.device, x.dtype)
     vals, vecs = [], []
     for i in range(n):
         xi = x[i : i + 1]
+        ai = None if at is None else at[i : i + 1]
 
-        def hvp(v: Tensor, xi: Tensor = xi) -> Tensor:
-            return hvp_jvp_vjp(embed_fn, xi, v.reshape(xi.shape)).reshape(dim)
+        def hvp(v: Tensor, xi: Tensor = xi, ai: Tensor | None = ai) -> Tensor:
+            return product(xi, v.reshape(xi.shape), ai).reshape(dim)
 
         lam, vec = _eigsh(hvp, dim, k, tol, maxiter, seed, x.device, x.dtype)
         vals.append(lam)

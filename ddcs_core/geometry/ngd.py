@@ -51,10 +51,12 @@ class NGDBasis:
         tol: float = 1e-4,
         maxiter: int | None = None,
         seed: int = 0,
+        at: Tensor | None = None,
     ) -> "NGDBasis":
-        """One basis per image of x (N, C, H, W), by Lanczos on its LPIPS Hessian."""
+        """One basis per image of x (N, C, H, W), by Lanczos on its LPIPS Hessian (taken at x' = at
+        instead of x' = x when given: the paper's off-point Hessian)."""
         check_images(x)
-        vals, vecs = top_eigenpairs_batch(embed_fn, x, k, tol=tol, maxiter=maxiter, seed=seed, method=method)
+        vals, vecs = top_eigenpairs_batch(embed_fn, x, k, tol=tol, maxiter=maxiter, seed=seed, method=method, at=at)
         return cls(vals, vecs, tuple(x.shape[1:]))
 
 
@@ -111,6 +113,41 @@ def project_damped(g: Tensor, basis: NGDBasis, mu: float) -> Tensor:
     return out.reshape(g.shape)
 
 
+def subspace_fraction(g: Tensor, basis: NGDBasis) -> Tensor:
+    """‖V Vᵀ g_i‖ / ‖g_i‖ per image (N,), image i with basis i % B as the projections pair them (0
+    where g_i = 0): how much of the gradient the rank-k subspace holds at all. `reference` discards
+    the rest; `damped` keeps it, scaled by 1/μ. V is orthonormal, so ‖V Vᵀ g‖ = ‖Vᵀ g‖."""
+    gf, _, vecs = _flat_gradient(g, basis)
+    idx = torch.arange(gf.shape[0], device=gf.device) % vecs.shape[0]
+    inside = torch.einsum("np,npk->nk", gf, vecs[idx]).norm(dim=1)
+    norm = gf.norm(dim=1)
+    return torch.where(norm > 0, inside / norm.clamp_min(torch.finfo(gf.dtype).tiny), torch.zeros_like(norm))
+
+
+def projection_diagnostics(g: Tensor, pg: Tensor, basis: NGDBasis) -> dict[str, float]:
+    """Batch means of what a projected step keeps of the plain entropy gradient g (pg = the P̂ g that
+    enters G's update, after any rescaling):
+
+    kept        ‖V Vᵀ g‖/‖g‖, the part of ‖g‖ inside the basis's span;
+    cos         ⟨g, P̂g⟩/(‖g‖‖P̂g‖), the alignment of the applied step with the victim's steepest descent;
+    gain        ⟨g, P̂g⟩/‖g‖², the first-order drop of L_adv relative to the plain entropy step at the
+                same λ (the victim-relevant part: < 1 means the projected step lowers the victim's
+                entropy less than `entropy` would, > 1 more);
+    step_ratio  ‖P̂g‖/‖g‖, the pixel step relative to the plain one.
+    """
+    gf, pf = g.detach().flatten(1).double(), pg.detach().flatten(1).double()
+    gn, pn = gf.norm(dim=1), pf.norm(dim=1)
+    tiny = torch.finfo(torch.float64).tiny
+    dot = (gf * pf).sum(1)
+    ok = gn > 0
+    cos = torch.where(ok & (pn > 0), dot / (gn * pn).clamp_min(tiny), torch.zeros_like(dot))
+    gain = torch.where(ok, dot / (gn * gn).clamp_min(tiny), torch.zeros_like(dot))
+    ratio = torch.where(ok, pn / gn.clamp_min(tiny), torch.zeros_like(dot))
+    kept = subspace_fraction(g.detach(), basis).double()
+    return {"kept": kept.mean().item(), "cos": cos.mean().item(), "gain": gain.mean().item(),
+            "step_ratio": ratio.mean().item()}
+
+
 @dataclass(frozen=True)
 class NGDConfig:
     """Everything that defines the projection; plain values, so it goes into a run's config.json.
@@ -164,20 +201,21 @@ class NGDProjector:
     refreshes: int = field(default=0, init=False)
     last_refresh_step: int | None = field(default=None, init=False)
 
-    def _compute(self, embed_fn: EmbedFn, x: Tensor) -> None:
+    def _compute(self, embed_fn: EmbedFn, x: Tensor, at: Tensor | None = None) -> None:
         c = self.config
         self.basis = NGDBasis.from_images(
-            embed_fn, x, c.k, method=c.method, tol=c.tol, maxiter=c.maxiter, seed=c.seed
+            embed_fn, x, c.k, method=c.method, tol=c.tol, maxiter=c.maxiter, seed=c.seed, at=at
         )
         self.refreshes += 1
 
-    def prepare(self, embed_fn: EmbedFn, x_reference: Tensor) -> NGDBasis:
-        """reference mode: compute the bases once at x_reference (e.g. G at a few random latents)."""
+    def prepare(self, embed_fn: EmbedFn, x_reference: Tensor, at: Tensor | None = None) -> NGDBasis:
+        """reference mode: compute the bases once at x_reference (e.g. G at a few random latents),
+        with each Hessian taken at x' = at when given (the paper's off-point Hessian)."""
         if self.config.mode != "reference":
             raise DDCSInputError(
                 f"prepare is for mode='reference'; mode={self.config.mode!r} refreshes by itself"
             )
-        self._compute(embed_fn, x_reference)
+        self._compute(embed_fn, x_reference, at)
         return self.basis
 
     def _stale(self, x: Tensor, step: int) -> bool:

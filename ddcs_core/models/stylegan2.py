@@ -15,6 +15,9 @@ can optimise in W or W+.
 from __future__ import annotations
 
 import math
+from contextlib import contextmanager
+from contextvars import ContextVar
+from typing import Iterator
 
 import torch
 import torch.nn.functional as F
@@ -25,6 +28,27 @@ from ddcs_core.models.checkpoints import register
 
 SQRT2 = math.sqrt(2.0)
 NOISE_MODES = ("random", "const", "none")
+_NOISE_SHARE: ContextVar[tuple[int, torch.Tensor] | None] = ContextVar("noise_share", default=None)
+
+
+@contextmanager
+def noise_share(batch: int, rows: torch.Tensor) -> Iterator[None]:
+    """Within: random noise inputs are drawn for a batch of `batch` images and only `rows` kept, so a
+    rank synthesising its share of a global batch (distributed training) gets the very noise one process
+    drawing the whole batch gives those images, and torch's RNG advances alike on every rank."""
+    token = _NOISE_SHARE.set((batch, rows))
+    try:
+        yield
+    finally:
+        _NOISE_SHARE.reset(token)
+
+
+def _random_noise(x: torch.Tensor) -> torch.Tensor:
+    share = _NOISE_SHARE.get()
+    if share is None:
+        return torch.randn(x.shape[0], 1, *x.shape[2:], device=x.device, dtype=x.dtype)
+    batch, rows = share
+    return torch.randn(batch, 1, *x.shape[2:], device=x.device, dtype=x.dtype)[rows.to(x.device)]
 
 
 def _lrelu(x: torch.Tensor) -> torch.Tensor:
@@ -143,7 +167,7 @@ class StyledConv(nn.Module):
     def forward(self, x: torch.Tensor, w: torch.Tensor, noise_mode: str) -> torch.Tensor:
         x = self.conv(x, w)
         if noise_mode == "random":
-            x = x + torch.randn(x.shape[0], 1, *x.shape[2:], device=x.device, dtype=x.dtype) * self.noise_strength
+            x = x + _random_noise(x) * self.noise_strength
         elif noise_mode == "const":
             x = x + self.noise_const * self.noise_strength
         return _lrelu(x + self.bias[:, None, None])
@@ -243,16 +267,22 @@ class Generator(nn.Module):
     def forward(self, z: torch.Tensor, truncation_psi: float = 1.0, noise_mode: str = "random") -> torch.Tensor:
         return self.synthesis(self.mapping(z, truncation_psi), noise_mode)
 
-    @torch.no_grad()
     def mean_w(self, n: int = 10000, seed: int = 0, batch_size: int = 1000) -> torch.Tensor:
         """Mean of mapping(z) over `n` seeded random z: a w_avg estimate for untracked checkpoints."""
-        gen = torch.Generator().manual_seed(seed)
-        device = self.const.device
-        total = torch.zeros(self.w_dim, device=device, dtype=torch.float64)
-        for i in range(0, n, batch_size):
-            z = torch.randn(min(batch_size, n - i), self.z_dim, generator=gen).to(device)
-            total += self.mapping(z).double().sum(dim=0)
-        return (total / n).float()
+        return mean_w(self, n, seed, batch_size)
+
+
+@torch.no_grad()
+def mean_w(G: nn.Module, n: int = 10000, seed: int = 0, batch_size: int = 1000) -> torch.Tensor:
+    """Mean of G.mapping(z) over `n` seeded random z, accumulated in float64 (any generator with
+    `mapping`, `z_dim`, `w_dim` and a `const` input: ours and the imported StyleGAN2-ADA)."""
+    gen = torch.Generator().manual_seed(seed)
+    device = G.const.device
+    total = torch.zeros(G.w_dim, device=device, dtype=torch.float64)
+    for i in range(0, n, batch_size):
+        z = torch.randn(min(batch_size, n - i), G.z_dim, generator=gen).to(device)
+        total += G.mapping(z).double().sum(dim=0)
+    return (total / n).float()
 
 
 class DiscriminatorBlock(nn.Module):

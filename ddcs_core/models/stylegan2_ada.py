@@ -372,16 +372,11 @@ class Generator(nn.Module):
                 truncation_cutoff: int | None = None, noise_mode: str = "random") -> torch.Tensor:
         return self.synthesis(self.ws(z, c, truncation_psi, truncation_cutoff), noise_mode=noise_mode)
 
-    @torch.no_grad()
     def mean_w(self, n: int = 10000, seed: int = 0, batch_size: int = 1000) -> torch.Tensor:
         """Mean of mapping(z) over `n` seeded random z (for the fixed class of a conditional network)."""
-        gen = torch.Generator().manual_seed(seed)
-        device = self.const.device
-        total = torch.zeros(self.w_dim, device=device, dtype=torch.float64)
-        for i in range(0, n, batch_size):
-            z = torch.randn(min(batch_size, n - i), self.z_dim, generator=gen).to(device)
-            total += self.mapping(z).double().sum(dim=0)
-        return (total / n).float()
+        from ddcs_core.models.stylegan2 import mean_w
+
+        return mean_w(self, n, seed, batch_size)
 
 
 def _set_fp16(net: nn.Module, enabled: bool) -> None:

@@ -13,6 +13,7 @@ from __future__ import annotations
 import copy
 import hashlib
 import io
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
@@ -31,7 +32,7 @@ from ddcs_core.models.gan_losses import (
     parse_policy,
     r1_penalty,
 )
-from ddcs_core.models.stylegan2 import Discriminator, Generator
+from ddcs_core.models.stylegan2 import Discriminator, Generator, noise_share
 
 DEFAULT_GAN_CONFIG: dict = {
     "G": {"z_dim": 256, "w_dim": 256, "mapping_layers": 4, "channel_base": 2048, "channel_max": 256},
@@ -85,8 +86,10 @@ def _fingerprint(images: np.ndarray) -> str:
 
 
 def image_grid(images: torch.Tensor, cols: int) -> Image.Image:
-    """A [-1, 1] NCHW batch as one PIL image, `cols` per row."""
+    """A [-1, 1] NCHW batch as one PIL image, `cols` per row (grey images shown as RGB)."""
     x = ((images.detach().float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).cpu()
+    if x.shape[1] == 1:
+        x = x.expand(-1, 3, -1, -1)
     n, c, h, w = x.shape
     rows = -(-n // cols)
     pad = torch.zeros(rows * cols - n, c, h, w, dtype=torch.uint8)
@@ -98,6 +101,69 @@ def save_grid(path: Path, images: torch.Tensor, cols: int) -> None:
     buf = io.BytesIO()
     image_grid(images, cols).save(buf, format="PNG")
     atomic.write_bytes(path, buf.getvalue())
+
+
+@dataclass(frozen=True)
+class BatchShare:
+    """One rank's share of a global batch under torchrun (DDP over G and D).
+
+    Every rank draws the whole batch's randomness (latents, real indices, flips, augmentations, noise)
+    from the shared generators, so all RNGs stay in lockstep, and computes on its `rows` only; the
+    gradients of every loss (a mean over the batch) are then averaged over the ranks before each
+    optimiser step. The result is the one-process step up to float rounding, whatever N. The rows are
+    whole minibatch-stddev groups (D groups image i with i ± batch/group), so D sees the same groups.
+    """
+
+    batch: int
+    rows: torch.Tensor
+    world_size: int
+    device: torch.device = torch.device("cpu")  # where collectives run (CUDA under NCCL)
+
+    @classmethod
+    def for_rank(cls, batch: int, mbstd_group: int, rank: int, world_size: int,
+                 device: torch.device = torch.device("cpu")) -> BatchShare:
+        """Rank `rank`'s rows; refuses batches that do not split into whole minibatch-stddev groups."""
+        group = max(d for d in range(1, min(mbstd_group, batch) + 1) if batch % d == 0)
+        if batch % (group * world_size):
+            raise DDCSInputError(f"batch_size {batch} does not split over {world_size} processes in whole "
+                                 f"minibatch-stddev groups of {group}: use a multiple of {group * world_size}")
+        cols = batch // group // world_size
+        rows = torch.arange(batch).view(group, -1)[:, rank * cols:(rank + 1) * cols].reshape(-1)
+        return cls(batch, rows, world_size, device)
+
+    def take(self, x: torch.Tensor) -> torch.Tensor:
+        """This rank's rows of a global-batch tensor."""
+        return x[self.rows.to(x.device)]
+
+    def per_image(self, fn: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor) -> torch.Tensor:
+        """fn (a per-image random transform drawing for its whole input) on this rank's images x, with
+        the draws the whole batch gets: x is placed at its rows of a zero batch (differentiably)."""
+        rows = self.rows.to(x.device)
+        return fn(x.new_zeros(self.batch, *x.shape[1:]).index_put((rows,), x))[rows]
+
+    def synthesis(self, G: Generator, ws: torch.Tensor) -> torch.Tensor:
+        """G's images at this rank's rows of the global ws, with the whole batch's noise draws."""
+        with noise_share(self.batch, self.rows):
+            return G.synthesis(self.take(ws))
+
+    def average_gradients(self, module: torch.nn.Module) -> None:
+        """Every rank's gradients replaced by their mean over the ranks (one all_reduce)."""
+        import torch.distributed as dist
+
+        grads = [p.grad for p in module.parameters() if p.grad is not None]
+        flat = torch.cat([g.reshape(-1) for g in grads])
+        dist.all_reduce(flat)
+        flat /= self.world_size
+        for g, part in zip(grads, flat.split([g.numel() for g in grads])):
+            g.copy_(part.view_as(g))
+
+    def reduce(self, values: list[float], op: str = "mean") -> list[float]:
+        """Per-rank numbers (losses for the log) combined over the ranks: mean or sum."""
+        import torch.distributed as dist
+
+        t = torch.tensor(values, dtype=torch.float64, device=self.device)
+        dist.all_reduce(t)
+        return (t / self.world_size if op == "mean" else t).tolist()
 
 
 @torch.no_grad()
@@ -112,7 +178,7 @@ def _latents(
     g: Generator, n: int, gen: torch.Generator, device: torch.device, mixing: float, track: bool
 ) -> torch.Tensor:
     """ws (N, num_ws, w_dim) with style mixing: with probability `mixing` the layers from a random
-    cutoff on take the w of a second z."""
+    cutoff on take the w of a second z. Always the whole batch (w_avg tracks the whole batch's mean)."""
     z = torch.randn(2, n, g.z_dim, generator=gen).to(device)
     draw = torch.rand(2, generator=gen)
     ws = g.mapping(z[0], update_w_avg=track)[:, None].repeat(1, g.num_ws, 1)
@@ -132,12 +198,16 @@ def make_optimizers(G: Generator, D: Discriminator, cfg: dict) -> tuple[torch.op
     return opt_g, opt_d
 
 
-def real_batch(data: torch.Tensor, batch_size: int, gen: torch.Generator, xflip: bool) -> torch.Tensor:
-    """A random batch of uint8 NHWC `data` as [-1, 1] NCHW, optionally x-flipped per image."""
+def real_batch(data: torch.Tensor, batch_size: int, gen: torch.Generator, xflip: bool,
+               share: BatchShare | None = None) -> torch.Tensor:
+    """A random batch of uint8 NHWC `data` as [-1, 1] NCHW, optionally x-flipped per image (with
+    `share`: this rank's rows of it)."""
     idx = torch.randint(len(data), (batch_size,), generator=gen).to(data.device)
+    flip = (torch.rand(batch_size, generator=gen) < 0.5).to(data.device) if xflip else None
+    if share is not None:
+        idx, flip = share.take(idx), None if flip is None else share.take(flip)
     x = data[idx].permute(0, 3, 1, 2).float() / 127.5 - 1
-    if xflip:
-        flip = (torch.rand(batch_size, generator=gen) < 0.5).to(data.device)
+    if flip is not None:
         x = torch.where(flip[:, None, None, None], x.flip(3), x)
     return x
 
@@ -153,42 +223,63 @@ def gan_step(
     batch_size: int,
     gen: torch.Generator,
     g_extra: Callable[[torch.Tensor], torch.Tensor] | None = None,
+    share: BatchShare | None = None,
 ) -> dict[str, float]:
     """One D update (plus lazy R1 every `r1_every` steps) and one G update; returns the losses.
 
     `g_extra(fake)` may add a term to G's loss computed from the same fake batch (transfer learning's
-    adversarial loss); it is called after D's augmentation draws, so RNG order stays fixed.
+    adversarial loss); it is called after D's augmentation draws, so RNG order stays fixed. With
+    `share` (torchrun) this rank computes its rows of the batch (`reals()` must give those too),
+    gradients are averaged over the ranks before each optimiser step and the losses returned are the
+    whole batch's; `g_extra` must then be scaled so that the ranks' mean is the whole batch's term.
     """
     device = G.const.device
     aug, every = cfg["diffaugment"], cfg["r1_every"]
+
+    def augment(x: torch.Tensor) -> torch.Tensor:
+        if share is None:
+            return diff_augment(x, aug, gen)
+        return share.per_image(lambda y: diff_augment(y, aug, gen), x)
+
+    def synthesis(ws: torch.Tensor) -> torch.Tensor:
+        return G.synthesis(ws) if share is None else share.synthesis(G, ws)
+
+    def step_opt(opt: torch.optim.Optimizer, module: torch.nn.Module) -> None:
+        if share is not None:
+            share.average_gradients(module)
+        opt.step()
+
     # D: logistic loss on augmented reals and fakes.
     with torch.no_grad():
-        fake = G.synthesis(_latents(G, batch_size, gen, device, cfg["style_mixing"], False))
+        fake = synthesis(_latents(G, batch_size, gen, device, cfg["style_mixing"], False))
     real = reals()
-    loss_d = d_logistic_loss(D(diff_augment(real, aug, gen)), D(diff_augment(fake, aug, gen)))
+    loss_d = d_logistic_loss(D(augment(real)), D(augment(fake)))
     opt_d.zero_grad(set_to_none=True)
     loss_d.backward()
-    opt_d.step()
+    step_opt(opt_d, D)
     # Lazy R1: its own D step on fresh reals, gradient taken through the augmentation.
     r1 = float("nan")
     if cfg["r1_gamma"] > 0 and every > 0 and step % every == 0:
         real = reals().requires_grad_(True)
-        penalty = r1_penalty(real, D(diff_augment(real, aug, gen)))
+        penalty = r1_penalty(real, D(augment(real)))
         opt_d.zero_grad(set_to_none=True)
         lazy_r1_loss(penalty, cfg["r1_gamma"], every).backward()
-        opt_d.step()
+        step_opt(opt_d, D)
         r1 = penalty.item()
     # G: non-saturating loss; D frozen so no D gradients are computed.
     D.requires_grad_(False)
-    fake = G.synthesis(_latents(G, batch_size, gen, device, cfg["style_mixing"], True))
-    loss_g = g_nonsaturating_loss(D(diff_augment(fake, aug, gen)))
+    fake = synthesis(_latents(G, batch_size, gen, device, cfg["style_mixing"], True))
+    loss_g = g_nonsaturating_loss(D(augment(fake)))
     extra = g_extra(fake) if g_extra is not None else None
     opt_g.zero_grad(set_to_none=True)
     (loss_g if extra is None else loss_g + extra).backward()
-    opt_g.step()
+    step_opt(opt_g, G)
     D.requires_grad_(True)
-    return {"loss_g": loss_g.item(), "loss_d": loss_d.item(), "r1": r1,
-            "extra": float("nan") if extra is None else extra.item()}
+    losses = {"loss_g": loss_g.item(), "loss_d": loss_d.item(), "r1": r1,
+              "extra": float("nan") if extra is None else extra.item()}
+    if share is not None:
+        losses = dict(zip(losses, share.reduce(list(losses.values()))))
+    return losses
 
 
 def load_gan_state(state: dict, G: Generator, D: Discriminator, G_ema: Generator, opt_g: torch.optim.Optimizer,

@@ -25,6 +25,7 @@ from ddcs_core.jobs import JobStatus, devices, job_kinds, load_job_modules  # no
 from ddcs_core.ui import render, rows  # noqa: E402
 from ddcs_core.ui.scripts import MAP_PREVIEW, OPEN_ON_CLICK  # noqa: E402
 from ddcs_core.ui.style import CSS, theme  # noqa: E402
+from ddcs_core.ui.tradeoff_view import build_tradeoff_tab  # noqa: E402
 from ddcs_core.ui.views import DEFENSE_SHOWN, UPLOADS, Explorer  # noqa: E402
 from ddcs_core.uploads import UploadLimits  # noqa: E402
 
@@ -205,6 +206,7 @@ def build_app(runs_dir: str | Path = "runs", device: str = "auto", explorer: Exp
                 with gr.Row():
                     ev_b = gr.Button("Create the run and evaluate", variant="primary", scale=0, min_width=320)
                 ev_msg = gr.HTML()
+            build_tradeoff_tab(ex.store.root)
 
         ctx_in = [run_dd, pool_dd, class_dd, status_rd, page_st, target_st, tab_st, pool_a, pool_b, def_pool, def_n]
         every = [run_dd, pool_dd, run_info, class_dd, status_rd, page_st, target_st, tab_st, tabs, summary, gallery,
