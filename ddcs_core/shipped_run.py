@@ -38,6 +38,7 @@ import ddcs_core
 from ddcs_core import atomic
 from ddcs_core.data.images import ImageSet
 from ddcs_core.errors import DDCSInputError
+from ddcs_core.manifests import read_manifest
 from ddcs_core.pool_names import VANILLA_POOL
 from ddcs_core.runs import Run, RunStore
 
@@ -214,14 +215,8 @@ def verify(folder: str | Path = SHIPPED_RUN) -> dict:
 
     folder = Path(folder)
     path = folder / MANIFEST
-    if not path.is_file():
-        raise DDCSInputError(f"{path}: not found; `{SHIP_COMMAND}` makes the shipped demo run")
-    try:
-        manifest = json.loads(path.read_text(encoding="utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise DDCSInputError(f"{path}: not valid JSON ({exc})") from exc
-    files = manifest.get("files") if isinstance(manifest, dict) else None
-    if manifest.get("format") != FORMAT or not isinstance(files, dict):
+    manifest, files = read_manifest(path, f"`{SHIP_COMMAND}` makes the shipped demo run")
+    if manifest.get("format") != FORMAT:
         raise DDCSInputError(f"{path}: not a shipped-run manifest of format {FORMAT}")
     root = folder.resolve()
     for rel, entry in files.items():

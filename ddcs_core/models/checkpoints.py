@@ -23,6 +23,7 @@ from torch import nn
 
 from ddcs_core import atomic
 from ddcs_core.errors import DDCSInputError
+from ddcs_core.manifests import read_manifest
 
 ARCHS: dict[str, Callable[..., nn.Module]] = {}
 # Modules whose import registers the built-in architectures.
@@ -321,15 +322,7 @@ def verify_manifest(dir: str | Path) -> dict:
     """Check every file listed in `dir/manifest.json`; return the manifest or raise naming the bad file."""
     directory = Path(dir)
     mpath = directory / MANIFEST_NAME
-    if not mpath.is_file():
-        raise DDCSInputError(f"manifest {mpath} not found")
-    try:
-        manifest = json.loads(mpath.read_text(encoding="utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise DDCSInputError(f"manifest {mpath} is not valid JSON ({e})") from e
-    files = manifest.get("files") if isinstance(manifest, dict) else None
-    if not isinstance(files, dict):
-        raise DDCSInputError(f"manifest {mpath} has no 'files' mapping")
+    manifest, files = read_manifest(mpath)
     for name, entry in files.items():
         p = _member(directory, name)
         if not p.is_file():
