@@ -85,9 +85,9 @@ class OfficialLPIPSInput(nn.Module):
     def feature_name(self) -> str:
         return f"{self.network.feature_name}-official{LPIPS_SIZE}"
 
-    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def forward(self, x: torch.Tensor, out: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         x = F.interpolate(x, size=(LPIPS_SIZE, LPIPS_SIZE), mode="bilinear", align_corners=True)
-        return self.network(x)
+        return self.network(x, out=out)
 
 
 def use_official_input(metric) -> None:
