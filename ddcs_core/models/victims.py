@@ -25,7 +25,7 @@ from safetensors.torch import load as st_load
 from torch import nn
 
 from ddcs_core.errors import DDCSInputError, config_from_dict
-from ddcs_core.models.checkpoints import MANIFEST_NAME, _safetensors_metadata, load_model, sha256_bytes
+from ddcs_core.models.checkpoints import _safetensors_metadata, load_model, sha256_bytes
 from ddcs_core.models.irse import IR_ARCHS, build_ir
 from ddcs_core.models.preprocess import PRESETS, Preprocess, build_preprocess
 
@@ -375,25 +375,10 @@ def _builder(spec: ClassifierSpec) -> tuple[Callable[[], nn.Module], str]:
     return (lambda: _torchvision(spec.arch, spec.num_classes, spec.options)), TORCHVISION_HEADS[spec.arch]
 
 
-def _manifest_digest(path: Path) -> str | None:
-    """The sha256 a `manifest.json` beside `path` records for it (the demo world's files), if any."""
-    import json
-
-    mpath = path.parent / MANIFEST_NAME
-    if not mpath.is_file():
-        return None
-    try:
-        entry = json.loads(mpath.read_text(encoding="utf-8")).get("files", {}).get(path.name)
-    except (UnicodeDecodeError, json.JSONDecodeError, AttributeError) as e:
-        raise DDCSInputError(f"manifest {mpath} is not valid JSON ({e})") from e
-    return entry.get("sha256") if isinstance(entry, dict) else None
-
-
 def _load_demo(spec: ClassifierSpec, preprocess: Preprocess) -> Classifier:
     if spec.options:
         raise DDCSInputError(f"{spec.arch}: demo classifiers take no options (got {sorted(spec.options)})")
-    expected = spec.sha256 or _manifest_digest(spec.weights)
-    model, info = load_model(spec.weights, expected_sha256=expected)
+    model, info = load_model(spec.weights, expected_sha256=spec.sha256)  # else the manifest beside it, if any
     arch = spec.arch[len(DEMO_PREFIX):]
     if info["arch"] != arch:
         raise DDCSInputError(f"{spec.weights}: holds a {info['arch']!r} classifier, the spec says {arch!r}")
@@ -402,7 +387,7 @@ def _load_demo(spec: ClassifierSpec, preprocess: Preprocess) -> Classifier:
     head = nn.Sequential(model.dropout, model.head)
     record = {"arch": spec.arch, "path": str(spec.weights), "sha256": info["sha256"], "format": info["format"],
               "wrapper": None, "stripped_prefixes": [], "dropped_keys": 0, "renamed_keys": 0,
-              "selected_prefix": None, "manifest_checked": expected is not None and spec.sha256 is None,
+              "selected_prefix": None, "manifest_checked": bool(info["verified"]) and spec.sha256 is None,
               "meta": info.get("meta") or {}}
     return Classifier(preprocess, _DemoFeatures(model), head, spec.num_classes, record)
 
