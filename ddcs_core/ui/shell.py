@@ -71,8 +71,12 @@ def build_shell() -> Shell:
 class View(Protocol):
     """A tab drawn when it is opened (and when the run changes while it is open)."""
 
-    tab: gr.Tab
-    outputs: list  # what `part` updates
+    @property
+    def tab(self) -> gr.Tab: ...
+
+    @property
+    def outputs(self) -> list:
+        """The components `part` updates."""
 
     def part(self, s: Session) -> dict:
         """Its components' values for the session."""
