@@ -154,3 +154,29 @@ def test_timer_redraws_on_a_landing_and_opens_targets_when_the_opened_job_is_don
     finally:
         gate.set()
         _KINDS.pop("test-tick", None)
+
+
+def test_every_handler_updates_only_what_its_event_lists(explorer):
+    """Called as gradio calls them, from each tab, the browsing handlers return only listed outputs
+    (gradio refuses any other); the ones that start work or create runs are left to their own tests."""
+    import types
+
+    import gradio as gr
+
+    from ddcs_core.ui import build_app
+    from ddcs_core.ui.session import FIELDS
+
+    demo = build_app(explorer=explorer)
+    fns = [f for f in demo.fns.values() if len(f.inputs) >= len(FIELDS)
+           and f.name not in ("on_map_job", "on_rerun", "on_evaluate", "on_attack")]
+    session_inputs = next(f.inputs for f in fns if f.name == "on_run")
+    assert len(fns) >= 20
+    for tab in ("targets", "detail", "map", "compare", "run", "defense"):
+        values = ("tiny", "ngd", "All classes", "All", 0, 1, tab, None, None, None, 30)
+        by_component = {id(c): v for c, v in zip(session_inputs, values)}
+        for f in fns:
+            args = [by_component.get(id(c), getattr(c, "value", None)) for c in f.inputs]
+            if f.name == "on_tick":
+                args[-2:] = [None, ""]  # nothing seen yet, no job opened
+            out = f.fn(types.SimpleNamespace(idx=2), *args) if f.name == "on_open" else f.fn(*args)
+            assert out != gr.skip() and set(out) <= set(f.outputs), (tab, f.name)
