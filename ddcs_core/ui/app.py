@@ -94,22 +94,25 @@ def _wire_shared(demo: gr.Blocks, ex: Explorer, shell: Shell, tabs: gr.Tabs, v: 
                 v.targets.status_rd: s.status, v.detail.target_st: s.target, **v.targets.part(s), **part_tab(s),
                 **({} if keep_pool else {v.run.kind_dd: gr.Dropdown(value=ex.default_job(s.run))})}
 
-    def listed(keep_pool: bool):
-        """Page load (a new run: keep nothing) and Reload runs (keep the pool): the run list, read again."""
-        @user_errors
-        def go(*vals):
-            s = Session.from_values(vals)
-            names = ex.run_names()
-            s = replace(s, run=s.run if s.run in names else (names[0] if names else None))
-            return {shell.run_dd: gr.Dropdown(choices=names, value=s.run), **part_run(s, keep_pool),
-                    **v.run.part(s)}
-        return go
+    def listed(s: Session, keep_pool: bool) -> dict:
+        """The run list read again, the session's run kept if it is still there."""
+        names = ex.run_names()
+        s = replace(s, run=s.run if s.run in names else (names[0] if names else None))
+        return {shell.run_dd: gr.Dropdown(choices=names, value=s.run), **part_run(s, keep_pool), **v.run.part(s)}
 
     def created(run: Run, vals: tuple) -> dict:
         """A run just created from a button: picked, drawn, its job shown."""
         s = replace(Session.from_values(vals), run=run.name, tab="run")
         return {shell.run_dd: gr.Dropdown(choices=ex.run_names(), value=run.name), **part_run(s, keep_pool=False),
                 **v.run.part(s)}
+
+    @user_errors
+    def on_load(*vals):
+        return listed(Session.from_values(vals), keep_pool=False)
+
+    @user_errors
+    def on_reload(*vals):
+        return listed(Session.from_values(vals), keep_pool=True)
 
     @user_errors
     def on_run(*vals):
@@ -183,9 +186,9 @@ def _wire_shared(demo: gr.Blocks, ex: Explorer, shell: Shell, tabs: gr.Tabs, v: 
                 v.run.attack_msg: render.notice(f"Run {run.name} created in {ex.store.root}; attacking now.")}
 
     detail_out = [v.detail.target_st, shell.tab_st, tabs, v.detail.detail]
-    demo.load(listed(keep_pool=False), inputs, every)
+    demo.load(on_load, inputs, every)
     shell.run_dd.input(on_run, inputs, every)
-    shell.reload_b.click(listed(keep_pool=True), inputs, every)
+    shell.reload_b.click(on_reload, inputs, every)
     shell.pool_dd.input(on_pool, inputs, every)
     for source in (v.targets.gallery, v.compare.diff, v.defense.ranking, v.map.side):
         source.select(on_open, inputs, detail_out, **FAST)

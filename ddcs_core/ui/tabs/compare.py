@@ -38,11 +38,11 @@ class CompareTab:
 
     def wire(self, shell: Shell) -> None:
         @user_errors
-        def show(*vals):
+        def on_compare(*vals):
             return self.part(Session.from_values(vals))
 
-        self.pool_a.input(show, shell.session.components, self.outputs)
-        self.pool_b.input(show, shell.session.components, self.outputs)
+        self.pool_a.input(on_compare, shell.session.components, self.outputs)
+        self.pool_b.input(on_compare, shell.session.components, self.outputs)
 
 
 def build_compare(ex: Explorer, shell: Shell) -> CompareTab:

@@ -37,11 +37,11 @@ class DefenseTab:
 
     def wire(self, shell: Shell) -> None:
         @user_errors
-        def show(*vals):
+        def on_defense(*vals):
             return self.part(Session.from_values(vals))
 
-        self.pool_dd.input(show, shell.session.components, self.outputs)
-        self.shown.release(show, shell.session.components, self.outputs)
+        self.pool_dd.input(on_defense, shell.session.components, self.outputs)
+        self.shown.release(on_defense, shell.session.components, self.outputs)
 
 
 def build_defense(ex: Explorer, shell: Shell) -> DefenseTab:

@@ -30,16 +30,16 @@ class DetailTab:
         return {self.detail: self.ex.detail_view(s.run, s.pool, s.target)}
 
     def wire(self, shell: Shell) -> None:
-        def go(step: int):
+        def on_step(step: int):
             @user_errors(box=self.detail)
-            def show(*vals):
+            def go(*vals):
                 s = Session.from_values(vals)
                 s = replace(s, target=self.ex.neighbour(s.run, s.pool, s.target, step))
                 return {self.target_st: s.target, **self.part(s)}
-            return show
+            return go
 
-        self.harder_b.click(go(-1), shell.session.components, [self.target_st, self.detail], **FAST)
-        self.easier_b.click(go(+1), shell.session.components, [self.target_st, self.detail], **FAST)
+        self.harder_b.click(on_step(-1), shell.session.components, [self.target_st, self.detail], **FAST)
+        self.easier_b.click(on_step(+1), shell.session.components, [self.target_st, self.detail], **FAST)
 
 
 def build_detail(ex: Explorer, shell: Shell) -> DetailTab:

@@ -71,14 +71,14 @@ class RunTab:
             return self.part(s)
 
         @user_errors
-        def cancel(*vals):
+        def on_cancel(*vals):
             s = Session.from_values(vals)
             if not self.ex.cancel_job(s.run):
                 gr.Info("No job is running on this run.")
             return self.part(s)
 
         start_b.click(start, [*params, *self.shell.session.components], self.outputs)
-        cancel_b.click(cancel, self.shell.session.components, self.outputs)
+        cancel_b.click(on_cancel, self.shell.session.components, self.outputs)
 
 
 def build_run(ex: Explorer, shell: Shell) -> RunTab:

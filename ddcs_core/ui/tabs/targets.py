@@ -37,19 +37,22 @@ class TargetsTab:
         return {self.summary: summary, self.gallery: gallery, self.page_md: label, self.page_st: shown}
 
     def wire(self, shell: Shell) -> None:
-        def go(step: int | None):
-            """A new filter (step None: back to page 0) or the page `step` away."""
+        @user_errors(box=self.gallery)
+        def on_filter(*vals):
+            return self.part(replace(Session.from_values(vals), page=0))
+
+        def on_page(step: int):
             @user_errors(box=self.gallery)
-            def show(*vals):
+            def go(*vals):
                 s = Session.from_values(vals)
-                return self.part(replace(s, page=0 if step is None else s.page + step))
-            return show
+                return self.part(replace(s, page=s.page + step))
+            return go
 
         inputs = shell.session.components
-        self.class_dd.input(go(None), inputs, self.outputs, **FAST)
-        self.status_rd.input(go(None), inputs, self.outputs, **FAST)
-        self.prev_b.click(go(-1), inputs, self.outputs, **FAST)
-        self.next_b.click(go(+1), inputs, self.outputs, **FAST)
+        self.class_dd.input(on_filter, inputs, self.outputs, **FAST)
+        self.status_rd.input(on_filter, inputs, self.outputs, **FAST)
+        self.prev_b.click(on_page(-1), inputs, self.outputs, **FAST)
+        self.next_b.click(on_page(+1), inputs, self.outputs, **FAST)
 
 
 def build_targets(ex: Explorer, shell: Shell) -> TargetsTab:
