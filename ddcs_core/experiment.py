@@ -34,11 +34,11 @@ import torch
 
 from ddcs_core import atomic, distributed
 from ddcs_core.attacks import AttackResult, InversionConfig, dual_pool, invert
-from ddcs_core.attacks.fingerprint import module_digest
 from ddcs_core.config import ExperimentConfig, apply_override, load_config, parse_experiment
 from ddcs_core.control import Cancelled, Report, ShouldStop
 from ddcs_core.data.images import ImageSet
 from ddcs_core.errors import DDCSInputError
+from ddcs_core.hashing import module_digest
 from ddcs_core.home import repo_root
 from ddcs_core.jobs import Param, devices, register_job
 from ddcs_core.models.train_gan import save_grid

