@@ -10,6 +10,7 @@ import sys
 import time
 from pathlib import Path
 
+from ddcs_core.choices import CACHE_DTYPES, FEATURES, LPIPS_NETS, PRDC_MODES, PROFILES, RESIZE_POLICIES
 from ddcs_core.errors import DDCSInputError
 from ddcs_core.generator_cli import add_generator, run_generator
 
@@ -19,13 +20,13 @@ def _add_evaluate(sub) -> None:
     p.add_argument("--targets", required=True, help="private training set: folder with one subfolder per class, or .npz")
     p.add_argument("--recon", required=True, help="reconstructions, same layout (class folder names must match)")
     p.add_argument("--out", required=True, help="output folder for report.json, targets.csv, evaluation.npz")
-    p.add_argument("--profile", choices=["paper", "fast", "official"], default="fast",
+    p.add_argument("--profile", choices=PROFILES, default="fast",
                    help="paper: LPIPS-VGG at 256x256 (PIL resize); fast: LPIPS-alex at native size (default); "
                         "official: the official DDCS code's preparation, PPA-style PRDC")
-    p.add_argument("--net", choices=["alex", "vgg"], help="override the profile's LPIPS backbone")
+    p.add_argument("--net", choices=LPIPS_NETS, help="override the profile's LPIPS backbone")
     p.add_argument("--size", type=int, help="bring every image to SIZE x SIZE (bilinear, by --resize) before evaluation; "
                    "with --profile official: the targets' shorter edge (default: the reconstructions' resolution)")
-    p.add_argument("--resize", choices=["stretch", "center-crop", "pad"], default="stretch",
+    p.add_argument("--resize", choices=RESIZE_POLICIES, default="stretch",
                    help="how images that are not SIZE x SIZE get there: stretch (default; aspect ratio changes), "
                         "center-crop (the central square) or pad (black borders); recorded in the report")
     p.add_argument("--max-image-pixels", type=int, metavar="N",
@@ -36,11 +37,11 @@ def _add_evaluate(sub) -> None:
     p.add_argument("--class-agnostic", action="store_true", help="assign reconstructions over all targets, not only their class")
     p.add_argument("--skip-unknown-classes", action="store_true", help="drop reconstructions of classes absent from the targets")
     p.add_argument("--eval-model", help="evaluation classifier checkpoint: attack accuracy and KNN distance")
-    p.add_argument("--features", default="auto", choices=["auto", "lpips", "inception", "eval-model"],
+    p.add_argument("--features", default="auto", choices=FEATURES,
                    help="features for FID/PRDC (auto: Inception-v3 if its weights are on disk, else the LPIPS backbone)")
     p.add_argument("--inception-weights", help="pytorch-fid's pt_inception-2015-12-05-6726825d.pth (FID Inception) "
                    "or torchvision's inception_v3_google-0cc3c7bd.pth, if you have one")
-    p.add_argument("--prdc-mode", choices=["naeem", "ppa"],
+    p.add_argument("--prdc-mode", choices=PRDC_MODES,
                    help="naeem: the prdc package; ppa: Plug-and-Play Attacks' variant (default: ppa for --profile official, else naeem)")
     p.add_argument("--k", type=int, default=3, dest="nearest_k", help="k of precision/recall/density/coverage")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1 ...")
@@ -49,7 +50,7 @@ def _add_evaluate(sub) -> None:
     p.add_argument("--cache-cap-gb", type=float, default=8.0,
                    help="largest target-embedding cache kept on disk, GiB (default 8; larger sets are embedded "
                         "anew at every evaluation, and the report says so)")
-    p.add_argument("--cache-dtype", choices=["float32", "float16"], default="float32",
+    p.add_argument("--cache-dtype", choices=CACHE_DTYPES, default="float32",
                    help="precision of the target embeddings, cached or not: float16 halves the cache at under 1e-4 "
                         "relative error on d_tar (outside the float32 reproducibility contract; recorded)")
     p.add_argument("--seed", type=int, default=0)
@@ -78,7 +79,7 @@ def _add_lpips(sub) -> None:
     p = sub.add_parser("lpips", help="LPIPS distance between two images")
     p.add_argument("img0")
     p.add_argument("img1")
-    p.add_argument("--net", choices=["alex", "vgg"], default="alex")
+    p.add_argument("--net", choices=LPIPS_NETS, default="alex")
     p.add_argument("--size", type=int, help="resize both images to SIZE x SIZE first")
     p.add_argument("--device", default="auto")
 
@@ -218,7 +219,7 @@ def _add_bench(sub) -> None:
     b.add_argument("--n", type=int, default=200, help="reconstructions")
     b.add_argument("--m", type=int, default=200, help="targets")
     b.add_argument("--size", type=int, default=64)
-    b.add_argument("--net", choices=["alex", "vgg"], default="alex")
+    b.add_argument("--net", choices=LPIPS_NETS, default="alex")
     b.add_argument("--naive-pairs", type=int, default=0,
                    help="time the naive baseline on this many random pairs and extrapolate (default 0: every pair)")
     e = bsub.add_parser("evaluate", help="evaluate end to end on synthetic class-structured data")
@@ -249,7 +250,7 @@ def _add_bench(sub) -> None:
     d.add_argument("--eval-classes", type=int, default=8, help="classes of the synthetic evaluation (10+10 each)")
     m = bsub.add_parser("embed", help="images/s of our LPIPS embedding vs a bare torchvision backbone forward "
                                       "(CPU, and CUDA when available), interleaved")
-    m.add_argument("--net", choices=["alex", "vgg"], default="vgg")
+    m.add_argument("--net", choices=LPIPS_NETS, default="vgg")
     m.add_argument("--size", type=int, default=256)
     m.add_argument("--n", type=int, default=16, help="images per timed rep")
     m.add_argument("--reps", type=int, default=3, help="interleaved reps per side (the median is reported)")

@@ -14,6 +14,7 @@ from collections.abc import Callable, Iterator
 
 import numpy as np
 
+from ddcs_core.choices import MAP_METHODS
 from ddcs_core.control import Cancelled, Report, ShouldStop
 from ddcs_core.errors import DDCSInputError
 from ddcs_core.hashing import sha256_file
@@ -78,7 +79,7 @@ def compute_map(run: Run, *, net: str | None = None, device: str = "auto", repor
     """
     from ddcs_core.perceptual import PerceptualDistance
 
-    if method not in ("umap", "pca"):
+    if method not in MAP_METHODS:
         raise DDCSInputError(f"map method must be umap or pca, got {method!r}")
 
     say = report or (lambda fraction, message: None)

@@ -62,6 +62,7 @@ import numpy as np
 import torch
 
 from ddcs_core import atomic, distributed
+from ddcs_core.choices import LPIPS_NETS
 from ddcs_core.attacks.augment import AugmentConfig, random_transform
 from ddcs_core.attacks.losses import entropy_loss
 from ddcs_core.errors import DDCSInputError, config_from_dict
@@ -92,7 +93,6 @@ NGD_SCALES = ("spectral", "grad-norm", "none")
 NGD_PRESETS = ("paper",)
 BASIS_LATENTS = ("normal", "uniform")
 EIGENSOLVERS = {"lanczos": "torch", "arpack": "scipy"}  # name in the config → geometry.lanczos method
-LPIPS_NETS = ("alex", "vgg")
 # The official code's choices (see the table above); `accident` marks the arguably unintended ones.
 PAPER_PRESET = {
     "lam": (1.0, "partly", "λ = 1 on the entropy summed over the batch (strength grows with batch_size)"),

@@ -19,10 +19,10 @@ import torch
 from safetensors.torch import load_file, save
 
 from ddcs_core import atomic
+from ddcs_core.choices import LPIPS_NETS
 from ddcs_core.errors import DDCSInputError
 from ddcs_core.hashing import sha256_bytes
 
-NETS = ("alex", "vgg")
 BACKBONE_FILES = {
     "alex": ("alexnet.ckpt", "AlexNet_0", "443c5bc35326b81e4ac7517b853fd22d3effe38783697d87e2ec65cb01d744b1"),
     "vgg": ("vgg16.ckpt", "VGG16_0", "2ecbe4ce01168921c28dfd502e2b74490ef8c4d66b0a0286bc7a6127facccc9d"),
@@ -77,8 +77,8 @@ def backbone_file(net: str) -> Path:
 
 
 def _check_net(net: str) -> None:
-    if net not in NETS:
-        raise DDCSInputError(f"--net must be one of {', '.join(NETS)}, got {net!r}")
+    if net not in LPIPS_NETS:
+        raise DDCSInputError(f"--net must be one of {', '.join(LPIPS_NETS)}, got {net!r}")
 
 
 def read_backbone_pickle(path: Path, expected_sha256: str) -> dict[str, np.ndarray]:
