@@ -29,7 +29,7 @@ from ddcs_core.data.images import ImageSet, Limits, load_images
 from ddcs_core.errors import DDCSInputError
 from ddcs_core.features import FID_INCEPTION_NAME, classifier_outputs, find_inception_weights, inception_features
 from ddcs_core.metrics import ddcs_from_assignment, fid, knn_distance, prdc_per_class, topk_accuracy
-from ddcs_core.metrics.ddcs import DDCSResult
+from ddcs_core.metrics.ddcs import DDCSResult, hardest_first
 from ddcs_core.metrics.ties import near_ties
 from ddcs_core.perceptual import PerceptualDistance
 from ddcs_core.perceptual.pairwise import Nearest
@@ -475,7 +475,7 @@ def _versions() -> dict:
 def targets_table(ev: Evaluation) -> list[dict]:
     """One row per target, hardest first: unmatched, then by descending d_tar."""
     res, t = ev.result, ev.targets
-    order = np.lexsort((np.arange(len(t)), -np.where(res.matched, res.d_tar, np.inf)))
+    order = hardest_first(res.d_tar, res.matched)
     rows = []
     for rank, i in enumerate(order, start=1):
         j = res.nearest[i]
