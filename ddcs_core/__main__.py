@@ -182,14 +182,14 @@ def _ship_run(args) -> int:
     from pathlib import Path
 
     from ddcs_core import pipeline, shipped_run
-    from ddcs_core.experiment import DEMO_CONFIG, DEMO_RUN, run_experiment
+    from ddcs_core.experiment import DEMO_CONFIG, DEMO_RUN, load_config, run_experiment
 
     t = time.perf_counter()
     if args.source:
         source = Path(args.source)
     else:
         runs = Path(args.runs) if args.runs else pipeline.work_dir() / "ship-runs"
-        source = run_experiment(DEMO_CONFIG, runs, DEMO_RUN, args.device).path
+        source = run_experiment(load_config(DEMO_CONFIG), runs, DEMO_RUN, args.device).path
     manifest = shipped_run.export_run(source, Path(args.out) if args.out else shipped_run.SHIPPED_RUN)
     print(json.dumps({"from": str(source), "bytes": manifest["total_bytes"], "files": len(manifest["files"]) + 1,
                       "made": manifest["made"], "seconds": round(time.perf_counter() - t, 1)}, indent=2))
@@ -310,7 +310,8 @@ def _run_run(args) -> int:
 
     t = time.perf_counter()
     only = [s.strip() for s in args.only.split(",") if s.strip()] if args.only else None
-    target = RunStore(args.runs).run(args.name or load_config(args.config, args.overrides).name)
+    config = load_config(args.config, args.overrides)
+    target = RunStore(args.runs).run(args.name or config.name)
     params = {"config": args.config, "only": args.only or "", "overrides": list(args.overrides), "device": args.device}
     from contextlib import nullcontext
 
@@ -319,8 +320,7 @@ def _run_run(args) -> int:
     # the same lock as the app's jobs: never two on one run (under torchrun rank 0 holds it for all ranks)
     lock = exclusive_job(target, "run (CLI)", params) if distributed.is_main() else nullcontext()
     with lock:
-        run = run_experiment(args.config, args.runs, args.name, args.device, progress=not args.quiet, only=only,
-                             overrides=args.overrides)
+        run = run_experiment(config, args.runs, args.name, args.device, progress=not args.quiet, only=only)
     print(to_text(reproduction_table(run)))
     print(f"run {run.path} complete in {time.perf_counter() - t:.1f} s this session "
           f"(steps: {run.path / 'steps.json'}; `python -m ddcs_core reproduce --run {run.path}`)")

@@ -275,13 +275,13 @@ def open_experiment(config: ExperimentConfig, world: AttackWorld, runs_dir: str 
     return Experiment(run, world, config, resolve_device(device), progress, log if distributed.is_main() else (lambda m: None))
 
 
-def run_experiment(config_path: str | Path, runs_dir: str | Path = "runs", name: str | None = None,
+def run_experiment(config: ExperimentConfig, runs_dir: str | Path = "runs", name: str | None = None,
                    device: str = "auto", progress: bool = True, log: Log = print,
-                   only: list[str] | None = None, overrides: list[str] | None = None) -> Run:
-    """The CLI's `run`: the config's world, every step not yet done (or those in `only`), the run folder."""
+                   only: list[str] | None = None) -> Run:
+    """The CLI's `run` of a config parsed once at the edge (`load_config`): the config's world, every step
+    not yet done (or those in `only`), the run folder."""
     from ddcs_core.perceptual import resolve_device
 
-    config = load_config(config_path, overrides)
     world = load_world(config.world, resolve_device(device), progress)
     experiment = open_experiment(config, world, runs_dir, name, device, progress, log)
     experiment.run_all(only=only)
