@@ -7,6 +7,8 @@ from html import escape
 
 import gradio as gr
 
+from ddcs_core.choices import PROFILES
+from ddcs_core.jobs import devices
 from ddcs_core.ui.views import Explorer
 
 
@@ -34,10 +36,9 @@ def build_evaluate(ex: Explorer) -> EvaluateTab:
             recon = gr.Textbox(label="…or a reconstructions folder on the server", placeholder="attack-output")
         with gr.Row():
             name = gr.Textbox(label="New run name (optional)", placeholder="eval-myattack")
-            profile = gr.Radio(["fast", "paper", "official"], value="fast", label="Profile",
-                               info="fast: LPIPS-alex at native size · paper: LPIPS-VGG at 256×256 · official: the official code's preparation")
-            device = gr.Dropdown(["auto", "cpu", "cuda"], value=ex.device if ex.device in ("auto", "cpu", "cuda") else "auto",
-                                 label="Device")
+            profile = gr.Radio(list(PROFILES), value="fast", label="Profile",
+                               info="paper: LPIPS-VGG at 256×256 · fast: LPIPS-alex at native size · official: the official code's preparation")
+            device = gr.Dropdown(devices(), value=ex.device if ex.device in devices() else "auto", label="Device")
         with gr.Row():
             evaluate_b = gr.Button("Create the run and evaluate", variant="primary", scale=0, min_width=320)
         msg = gr.HTML()
