@@ -25,6 +25,7 @@ from ddcs_core.perceptual.weights import cache_dir
 from ddcs_core.runs import RunStore
 from ddcs_core.ui import fmt
 from ddcs_core.ui.sample_run import build_sample_run
+from ddcs_core.ui.tabs.tradeoff import sweep_names
 from ddcs_core.ui.views import Explorer
 
 CHROMIUM = os.environ.get("DDCS_CHROMIUM", "/usr/bin/chromium")
@@ -221,3 +222,8 @@ def test_screenshots(browser, tmp_path):
                 page.wait_for_selector(".ddcs-job-done", timeout=120_000)
             time.sleep(1.5)
             page.screenshot(path=str(out / f"{view.lower().replace(' ', '-')}.png"), full_page=True)
+        if sweep_names(store.root):  # a store with a sweep (e.g. runs/sweep-demo beside runs/demo): its plot
+            page.get_by_role("tab", name="Trade-off").click()
+            page.wait_for_selector("#ddcs-tradeoff .js-plotly-plot")
+            time.sleep(1.5)
+            page.screenshot(path=str(out / "tradeoff.png"), full_page=True)
