@@ -27,6 +27,7 @@ def config(world_dir):  # noqa: F811
     raw = yaml.safe_load((world_dir / "byo.yaml").read_text())
     raw["name"] = "np"
     raw["transfer"].update(modes=["vanilla"], batch_size=8)  # 2 ranks x 1 whole minibatch-stddev group of 4
+    raw["inversion"]["steps"] = 12  # classes long enough to cancel between them
     path = world_dir / "np.yaml"  # beside the world's files: its relative paths resolve there
     path.write_text(yaml.safe_dump(raw))
     return path
