@@ -58,7 +58,6 @@ def _add_evaluate(sub) -> None:
 
 def _run_evaluate(args) -> int:
     from ddcs_core.evaluate import EvalConfig, evaluate
-
     from ddcs_core.job_process import progress_report
 
     fields = EvalConfig.__dataclass_fields__

@@ -341,8 +341,8 @@ def invert_job(run: Run, params: dict, report: Report, cancelled: ShouldStop) ->
 
 # The same jobs as `run` commands, for the app's --nproc (torchrun subprocesses) --------------------------
 def _run_command(run: Run, params: dict, only: list[str] | None = None) -> Command:
-    """`python -m ddcs_core run` resuming this run: its own stored config (written as a file the command
-    reads, beside the run's job files), its store and name, the job's device, `only` these steps."""
+    """`python -m ddcs_core run` resuming this run: its own stored config (written for the command to read
+    into the run's work folder), its store and name, the job's device, `only` these steps."""
     config = run.path / "work" / "job-config.json"
     atomic.write_json(config, run.config["experiment"])
     args = ["run", "--config", str(config), "--runs", str(run.path.parent), "--name", run.name,
@@ -351,11 +351,13 @@ def _run_command(run: Run, params: dict, only: list[str] | None = None) -> Comma
 
 
 def attack_command(run: Run, params: dict) -> Command:
+    """Every step not yet done, as `experiment_job`."""
     stored_experiment(run)  # refuses a run that is not an attack run, before any process starts
     return _run_command(run, params)
 
 
 def transfer_command(run: Run, params: dict) -> Command:
+    """transfer-<mode> and fid-<mode>, as `transfer_job`."""
     return _run_command(run, params, [f"transfer-{params['mode']}", f"fid-{params['mode']}"])
 
 
