@@ -146,7 +146,9 @@ def test_a_failing_process_fails_the_job_with_its_error_line(tmp_path):
                        "torch.distributed.elastic.multiprocessing.errors.ChildFailedError: "]) == "RuntimeError: boom"
 
 
-def test_app_option():
+def test_app_option(tmp_path, capsys):
     import app
 
     assert app.parse_args([]).nproc == 1 and app.parse_args(["--nproc", "2"]).nproc == 2
+    assert app.main(["--runs", str(tmp_path), "--nproc", "0"]) == 2
+    assert "--nproc must be a whole number >= 1" in capsys.readouterr().err
