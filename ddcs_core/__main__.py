@@ -10,6 +10,7 @@ import sys
 import time
 from pathlib import Path
 
+from ddcs_core.choices import CACHE_DTYPES, FEATURES, LPIPS_NETS, PRDC_MODES, PROFILES, RESIZE_POLICIES
 from ddcs_core.errors import DDCSInputError
 from ddcs_core.generator_cli import add_generator, run_generator
 
@@ -19,13 +20,13 @@ def _add_evaluate(sub) -> None:
     p.add_argument("--targets", required=True, help="private training set: folder with one subfolder per class, or .npz")
     p.add_argument("--recon", required=True, help="reconstructions, same layout (class folder names must match)")
     p.add_argument("--out", required=True, help="output folder for report.json, targets.csv, evaluation.npz")
-    p.add_argument("--profile", choices=["paper", "fast", "official"], default="fast",
+    p.add_argument("--profile", choices=PROFILES, default="fast",
                    help="paper: LPIPS-VGG at 256x256 (PIL resize); fast: LPIPS-alex at native size (default); "
                         "official: the official DDCS code's preparation, PPA-style PRDC")
-    p.add_argument("--net", choices=["alex", "vgg"], help="override the profile's LPIPS backbone")
+    p.add_argument("--net", choices=LPIPS_NETS, help="override the profile's LPIPS backbone")
     p.add_argument("--size", type=int, help="bring every image to SIZE x SIZE (bilinear, by --resize) before evaluation; "
                    "with --profile official: the targets' shorter edge (default: the reconstructions' resolution)")
-    p.add_argument("--resize", choices=["stretch", "center-crop", "pad"], default="stretch",
+    p.add_argument("--resize", choices=RESIZE_POLICIES, default="stretch",
                    help="how images that are not SIZE x SIZE get there: stretch (default; aspect ratio changes), "
                         "center-crop (the central square) or pad (black borders); recorded in the report")
     p.add_argument("--max-image-pixels", type=int, metavar="N",
@@ -36,11 +37,11 @@ def _add_evaluate(sub) -> None:
     p.add_argument("--class-agnostic", action="store_true", help="assign reconstructions over all targets, not only their class")
     p.add_argument("--skip-unknown-classes", action="store_true", help="drop reconstructions of classes absent from the targets")
     p.add_argument("--eval-model", help="evaluation classifier checkpoint: attack accuracy and KNN distance")
-    p.add_argument("--features", default="auto", choices=["auto", "lpips", "inception", "eval-model"],
+    p.add_argument("--features", default="auto", choices=FEATURES,
                    help="features for FID/PRDC (auto: Inception-v3 if its weights are on disk, else the LPIPS backbone)")
     p.add_argument("--inception-weights", help="pytorch-fid's pt_inception-2015-12-05-6726825d.pth (FID Inception) "
                    "or torchvision's inception_v3_google-0cc3c7bd.pth, if you have one")
-    p.add_argument("--prdc-mode", choices=["naeem", "ppa"],
+    p.add_argument("--prdc-mode", choices=PRDC_MODES,
                    help="naeem: the prdc package; ppa: Plug-and-Play Attacks' variant (default: ppa for --profile official, else naeem)")
     p.add_argument("--k", type=int, default=3, dest="nearest_k", help="k of precision/recall/density/coverage")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1 ...")
@@ -49,7 +50,7 @@ def _add_evaluate(sub) -> None:
     p.add_argument("--cache-cap-gb", type=float, default=8.0,
                    help="largest target-embedding cache kept on disk, GiB (default 8; larger sets are embedded "
                         "anew at every evaluation, and the report says so)")
-    p.add_argument("--cache-dtype", choices=["float32", "float16"], default="float32",
+    p.add_argument("--cache-dtype", choices=CACHE_DTYPES, default="float32",
                    help="precision of the target embeddings, cached or not: float16 halves the cache at under 1e-4 "
                         "relative error on d_tar (outside the float32 reproducibility contract; recorded)")
     p.add_argument("--seed", type=int, default=0)
@@ -84,7 +85,7 @@ def _add_lpips(sub) -> None:
     p = sub.add_parser("lpips", help="LPIPS distance between two images")
     p.add_argument("img0")
     p.add_argument("img1")
-    p.add_argument("--net", choices=["alex", "vgg"], default="alex")
+    p.add_argument("--net", choices=LPIPS_NETS, default="alex")
     p.add_argument("--size", type=int, help="resize both images to SIZE x SIZE first")
     p.add_argument("--device", default="auto")
 
@@ -187,14 +188,14 @@ def _ship_run(args) -> int:
     from pathlib import Path
 
     from ddcs_core import pipeline, shipped_run
-    from ddcs_core.experiment import DEMO_CONFIG, DEMO_RUN, run_experiment
+    from ddcs_core.experiment import DEMO_CONFIG, DEMO_RUN, load_config, run_experiment
 
     t = time.perf_counter()
     if args.source:
         source = Path(args.source)
     else:
         runs = Path(args.runs) if args.runs else pipeline.work_dir() / "ship-runs"
-        source = run_experiment(DEMO_CONFIG, runs, DEMO_RUN, args.device).path
+        source = run_experiment(load_config(DEMO_CONFIG), runs, DEMO_RUN, args.device).path
     manifest = shipped_run.export_run(source, Path(args.out) if args.out else shipped_run.SHIPPED_RUN)
     print(json.dumps({"from": str(source), "bytes": manifest["total_bytes"], "files": len(manifest["files"]) + 1,
                       "made": manifest["made"], "seconds": round(time.perf_counter() - t, 1)}, indent=2))
@@ -224,7 +225,7 @@ def _add_bench(sub) -> None:
     b.add_argument("--n", type=int, default=200, help="reconstructions")
     b.add_argument("--m", type=int, default=200, help="targets")
     b.add_argument("--size", type=int, default=64)
-    b.add_argument("--net", choices=["alex", "vgg"], default="alex")
+    b.add_argument("--net", choices=LPIPS_NETS, default="alex")
     b.add_argument("--naive-pairs", type=int, default=0,
                    help="time the naive baseline on this many random pairs and extrapolate (default 0: every pair)")
     e = bsub.add_parser("evaluate", help="evaluate end to end on synthetic class-structured data")
@@ -255,7 +256,7 @@ def _add_bench(sub) -> None:
     d.add_argument("--eval-classes", type=int, default=8, help="classes of the synthetic evaluation (10+10 each)")
     m = bsub.add_parser("embed", help="images/s of our LPIPS embedding vs a bare torchvision backbone forward "
                                       "(CPU, and CUDA when available), interleaved")
-    m.add_argument("--net", choices=["alex", "vgg"], default="vgg")
+    m.add_argument("--net", choices=LPIPS_NETS, default="vgg")
     m.add_argument("--size", type=int, default=256)
     m.add_argument("--n", type=int, default=16, help="images per timed rep")
     m.add_argument("--reps", type=int, default=3, help="interleaved reps per side (the median is reported)")
@@ -316,7 +317,8 @@ def _run_run(args) -> int:
 
     t = time.perf_counter()
     only = [s.strip() for s in args.only.split(",") if s.strip()] if args.only else None
-    target = RunStore(args.runs).run(args.name or load_config(args.config, args.overrides).name)
+    config = load_config(args.config, args.overrides)
+    target = RunStore(args.runs).run(args.name or config.name)
     params = {"config": args.config, "only": args.only or "", "overrides": list(args.overrides), "device": args.device}
     from contextlib import nullcontext
 
@@ -325,8 +327,8 @@ def _run_run(args) -> int:
     # the same lock as the app's jobs: never two on one run (under torchrun rank 0 holds it for all ranks)
     lock = exclusive_job(target, "run (CLI)", params) if distributed.is_main() else nullcontext()
     with lock:
-        run = run_experiment(args.config, args.runs, args.name, args.device, progress=not args.quiet, only=only,
-                             overrides=args.overrides, report=progress_report())
+        run = run_experiment(config, args.runs, args.name, args.device, progress=not args.quiet, only=only,
+                             report=progress_report())
     print(to_text(reproduction_table(run)))
     print(f"run {run.path} complete in {time.perf_counter() - t:.1f} s this session "
           f"(steps: {run.path / 'steps.json'}; `python -m ddcs_core reproduce --run {run.path}`)")

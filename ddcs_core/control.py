@@ -1,4 +1,5 @@
-"""How long work is followed and stopped: one progress callback type, one stop signal, one exception.
+"""How long work is followed and stopped: one progress callback type, one log line sink, one stop signal, one
+exception.
 
 Every long-running piece (a training loop, an inversion, the map, an experiment step, a job) takes
 `report(fraction, message)` and `should_stop()`; when `should_stop()` turns true it saves what resumes
@@ -10,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 Report = Callable[[float, str], None]
+Log = Callable[[str], None]  # where a long call writes its one-line notes (print by default)
 ShouldStop = Callable[[], bool]
 
 

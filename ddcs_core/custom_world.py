@@ -19,10 +19,10 @@ from pathlib import Path
 
 import torch
 
-from ddcs_core.attacks.fingerprint import array_digest
 from ddcs_core.config import WorldConfig
 from ddcs_core.data.images import ImageSet, load_images
 from ddcs_core.errors import DDCSInputError
+from ddcs_core.hashing import array_digest, sha256_file
 from ddcs_core.worlds import AttackWorld
 
 REQUIRED = ("generator", "victim", "evaluator", "private", "public")
@@ -61,7 +61,6 @@ def _network(path: Path, key: str, device: torch.device) -> torch.nn.Module:
 
 
 def _generator_pair(config: WorldConfig, device: torch.device) -> tuple[torch.nn.Module, torch.nn.Module, dict]:
-    from ddcs_core.models.checkpoints import sha256_file
     from ddcs_core.models.sg2ada_import import MANIFEST_NAME, _is_pickle
 
     g_path = Path(config.generator).expanduser()

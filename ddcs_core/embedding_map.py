@@ -9,15 +9,15 @@ all raw embeddings at once.
 
 from __future__ import annotations
 
-import hashlib
 import json
 from collections.abc import Callable, Iterator
-from pathlib import Path
 
 import numpy as np
 
+from ddcs_core.choices import MAP_METHODS
 from ddcs_core.control import Cancelled, Report, ShouldStop
 from ddcs_core.errors import DDCSInputError
+from ddcs_core.hashing import sha256_file
 from ddcs_core.runs import Run
 
 
@@ -26,20 +26,12 @@ MAP_VERSION = 1
 
 MapCancelled = Cancelled  # raised inside `compute_map` when the caller asked to stop; nothing is written
 
-def file_fingerprint(path: Path) -> str:
-    """sha256 of a file's bytes: a rewritten pool with identical content keeps its map."""
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
 def run_fingerprints(run: Run) -> dict[str, str]:
-    """What a map depends on: the targets file and each pool's reconstructions file."""
-    out = {"<targets>": file_fingerprint(run.path / "targets.npz")}
+    """What a map depends on: the sha256 of the targets file and of each pool's reconstructions file (by
+    content, so a rewritten pool with identical content keeps its map)."""
+    out = {"<targets>": sha256_file(run.path / "targets.npz")}
     for pool in run.pools():
-        out[pool] = file_fingerprint(run.pool_dir(pool) / "recon.npz")
+        out[pool] = sha256_file(run.pool_dir(pool) / "recon.npz")
     return out
 
 
@@ -87,7 +79,7 @@ def compute_map(run: Run, *, net: str | None = None, device: str = "auto", repor
     """
     from ddcs_core.perceptual import PerceptualDistance
 
-    if method not in ("umap", "pca"):
+    if method not in MAP_METHODS:
         raise DDCSInputError(f"map method must be umap or pca, got {method!r}")
 
     say = report or (lambda fraction, message: None)

@@ -23,13 +23,13 @@ import numpy as np
 
 import ddcs_core
 from ddcs_core import atomic, distributed
+from ddcs_core.choices import CACHE_DTYPES, FEATURES, PRDC_MODES, RESIZE_POLICIES
 from ddcs_core.data import official_prep
 from ddcs_core.data.images import ImageSet, Limits, load_images
-from ddcs_core.data.transforms import RESIZE_POLICIES
 from ddcs_core.errors import DDCSInputError
 from ddcs_core.features import FID_INCEPTION_NAME, classifier_outputs, find_inception_weights, inception_features
 from ddcs_core.metrics import ddcs_from_assignment, fid, knn_distance, prdc_per_class, topk_accuracy
-from ddcs_core.metrics.ddcs import DDCSResult
+from ddcs_core.metrics.ddcs import DDCSResult, hardest_first
 from ddcs_core.metrics.ties import near_ties
 from ddcs_core.perceptual import PerceptualDistance
 from ddcs_core.perceptual.pairwise import Nearest
@@ -112,18 +112,18 @@ class EvalConfig:
             value = getattr(self, name)
             if not isinstance(value, (int, float)) or isinstance(value, bool) or not value > 0:
                 raise DDCSInputError(f"evaluation.{name} must be a number > 0, got {value!r}")
-        if self.cache_dtype not in ("float32", "float16"):
-            raise DDCSInputError(f"evaluation.cache_dtype must be float32 or float16, got {self.cache_dtype!r}")
+        if self.cache_dtype not in CACHE_DTYPES:
+            raise DDCSInputError(f"evaluation.cache_dtype must be {' or '.join(CACHE_DTYPES)}, got {self.cache_dtype!r}")
         if not isinstance(self.seed, int) or isinstance(self.seed, bool):
             raise DDCSInputError(f"evaluation.seed must be an int, got {self.seed!r}")
 
     def resolved(self) -> dict:
         if self.profile not in PROFILES:
             raise DDCSInputError(f"--profile must be one of {', '.join(PROFILES)}, got {self.profile!r}")
-        if self.features not in ("auto", "lpips", "inception", "eval-model"):
-            raise DDCSInputError(f"--features must be auto, lpips, inception or eval-model, got {self.features!r}")
-        if self.prdc_mode not in (None, "naeem", "ppa"):
-            raise DDCSInputError(f"--prdc-mode must be naeem or ppa, got {self.prdc_mode!r}")
+        if self.features not in FEATURES:
+            raise DDCSInputError(f"--features must be one of {', '.join(FEATURES)}, got {self.features!r}")
+        if self.prdc_mode not in (None, *PRDC_MODES):
+            raise DDCSInputError(f"--prdc-mode must be one of {', '.join(PRDC_MODES)}, got {self.prdc_mode!r}")
         if self.resize not in RESIZE_POLICIES:
             raise DDCSInputError(f"--resize must be one of {', '.join(RESIZE_POLICIES)}, got {self.resize!r}")
         if self.features == "eval-model" and not self.eval_model:
@@ -475,7 +475,7 @@ def _versions() -> dict:
 def targets_table(ev: Evaluation) -> list[dict]:
     """One row per target, hardest first: unmatched, then by descending d_tar."""
     res, t = ev.result, ev.targets
-    order = np.lexsort((np.arange(len(t)), -np.where(res.matched, res.d_tar, np.inf)))
+    order = hardest_first(res.d_tar, res.matched)
     rows = []
     for rank, i in enumerate(order, start=1):
         j = res.nearest[i]

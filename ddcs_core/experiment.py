@@ -27,18 +27,17 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 import torch
 
 from ddcs_core import atomic, distributed
 from ddcs_core.attacks import AttackResult, InversionConfig, dual_pool, invert
-from ddcs_core.attacks.fingerprint import module_digest
 from ddcs_core.config import ExperimentConfig, apply_override, load_config, parse_experiment
-from ddcs_core.control import Cancelled, Report, ShouldStop
+from ddcs_core.control import Cancelled, Log, Report, ShouldStop
 from ddcs_core.data.images import ImageSet
 from ddcs_core.errors import DDCSInputError
+from ddcs_core.hashing import module_digest
 from ddcs_core.home import repo_root
 from ddcs_core.job_process import Command
 from ddcs_core.jobs import Param, devices, register_job
@@ -73,7 +72,7 @@ class Experiment:
     """One run of the experiment: a step graph over a world, writing into a Run."""
 
     def __init__(self, run: Run, world: AttackWorld, config: ExperimentConfig, device: torch.device,
-                 progress: bool = True, log: Callable[[str], None] = print) -> None:
+                 progress: bool = True, log: Log = print) -> None:
         self.run, self.world, self.config = run, world, config
         self.device, self.progress, self.log = device, progress, log
         self.modes: list[str] = list(config.modes)
@@ -264,7 +263,7 @@ def _same_run(stored: dict, new: dict) -> bool:
 
 
 def open_experiment(config: ExperimentConfig, world: AttackWorld, runs_dir: str | Path, name: str | None = None,
-                    device: str = "auto", progress: bool = True, log: Callable[[str], None] = print) -> Experiment:
+                    device: str = "auto", progress: bool = True, log: Log = print) -> Experiment:
     """Create (or reopen, to resume) the run folder `runs_dir/<name>` for this config and world."""
     from ddcs_core.perceptual import resolve_device
 
@@ -277,15 +276,14 @@ def open_experiment(config: ExperimentConfig, world: AttackWorld, runs_dir: str 
     return Experiment(run, world, config, resolve_device(device), progress, log if distributed.is_main() else (lambda m: None))
 
 
-def run_experiment(config_path: str | Path, runs_dir: str | Path = "runs", name: str | None = None,
-                   device: str = "auto", progress: bool = True, log: Callable[[str], None] = print,
-                   only: list[str] | None = None, overrides: list[str] | None = None,
-                   report: Report | None = None) -> Run:
-    """The CLI's `run`: the config's world, every step not yet done (or those in `only`), the run folder;
-    `report` gets the fraction of the selected steps (an app job's subprocess: job_process)."""
+def run_experiment(config: ExperimentConfig, runs_dir: str | Path = "runs", name: str | None = None,
+                   device: str = "auto", progress: bool = True, log: Log = print,
+                   only: list[str] | None = None, report: Report | None = None) -> Run:
+    """The CLI's `run` of a config parsed once at the edge (`load_config`): the config's world, every step
+    not yet done (or those in `only`), the run folder; `report` gets the fraction of the selected steps
+    (an app job's subprocess: job_process)."""
     from ddcs_core.perceptual import resolve_device
 
-    config = load_config(config_path, overrides)
     world = load_world(config.world, resolve_device(device), progress)
     experiment = open_experiment(config, world, runs_dir, name, device, progress, log)
     experiment.run_all(report, only=only)

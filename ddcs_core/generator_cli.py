@@ -6,6 +6,7 @@ import io
 import json
 from pathlib import Path
 
+from ddcs_core.choices import NOISE_MODES
 from ddcs_core.errors import DDCSInputError
 
 
@@ -22,7 +23,7 @@ def add_generator(sub) -> None:
     s.add_argument("--network", choices=["G_ema", "G"], default="G_ema", help="which generator of the file")
     s.add_argument("--truncation-psi", type=float, default=1.0)
     s.add_argument("--truncation-cutoff", type=int, help="truncate only the first N ws (default: all)")
-    s.add_argument("--noise-mode", choices=["const", "random", "none"], default="const")
+    s.add_argument("--noise-mode", choices=NOISE_MODES, default="const")
     s.add_argument("--class", type=int, dest="class_index", help="class index of a conditional generator")
     s.add_argument("--fp16", action="store_true",
                    help="half precision in the layers the pickle marks fp16, as NVIDIA's code runs them (default: float32)")

@@ -38,7 +38,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ddcs_core import atomic, control
-from ddcs_core.control import Report, ShouldStop
+from ddcs_core.control import Log, Report, ShouldStop
 
 PROGRESS_ENV = "DDCS_JOB_PROGRESS"
 LOCK_ENV = "DDCS_JOB_LOCK_HELD"
@@ -66,7 +66,7 @@ def torchrun_argv(args: Sequence[str], nproc: int) -> list[str]:
             "-m", "ddcs_core", *args]
 
 
-def run_command(command: Command, nproc: int, report: Report, cancelled: ShouldStop, log: Callable[[str], None],
+def run_command(command: Command, nproc: int, report: Report, cancelled: ShouldStop, log: Log,
                 started: Callable[[int], None] = lambda pid: None, lock_fd: int | None = None,
                 lock_path: Path | None = None) -> None:
     """Run `command` under torchrun with `nproc` ranks until it exits; see the module docstring.
@@ -110,7 +110,7 @@ def run_command(command: Command, nproc: int, report: Report, cancelled: ShouldS
         command.then(lambda f, m: report(share + (1 - share) * f, m), cancelled)
 
 
-def _read_lines(proc: subprocess.Popen, log: Callable[[str], None], tail: deque) -> None:
+def _read_lines(proc: subprocess.Popen, log: Log, tail: deque) -> None:
     for line in proc.stdout:
         line = line.rstrip()
         if line:

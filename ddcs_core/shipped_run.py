@@ -38,6 +38,7 @@ import ddcs_core
 from ddcs_core import atomic
 from ddcs_core.data.images import ImageSet
 from ddcs_core.errors import DDCSInputError
+from ddcs_core.hashing import HEAD_SHAPE, sha256_file, update_with_arrays
 from ddcs_core.manifests import read_manifest
 from ddcs_core.pool_names import VANILLA_POOL
 from ddcs_core.runs import Run, RunStore
@@ -63,16 +64,12 @@ POOL_VERBATIM = ("report.json", "evaluation.npz", "confidence.npz")
 def images_digest(images: ImageSet, latents: np.ndarray | None = None, with_paths: bool = True) -> str:
     """sha256 over pixels, labels, class names (and the per-image names and latents when given)."""
     h = hashlib.sha256()
-    for arr in (np.ascontiguousarray(images.images), np.ascontiguousarray(images.labels.astype(np.int64))):
-        h.update(str(arr.shape).encode())
-        h.update(arr.tobytes())
+    update_with_arrays(h, (images.images, images.labels.astype(np.int64)), HEAD_SHAPE)
     h.update(json.dumps(list(images.class_names)).encode())
     if with_paths:
         h.update(json.dumps(list(images.paths)).encode())
     if latents is not None:
-        lat = np.ascontiguousarray(latents.astype(np.float32))
-        h.update(str(lat.shape).encode())
-        h.update(lat.tobytes())
+        update_with_arrays(h, (latents.astype(np.float32),), HEAD_SHAPE)
     return h.hexdigest()
 
 
@@ -135,7 +132,6 @@ def export_run(run_path: str | Path, out: str | Path = SHIPPED_RUN, made_with: s
                log=print) -> dict:
     """Write the compact form of a finished demo run to `out` (replacing it whole); returns the manifest."""
     from ddcs_core.experiment import run_finished
-    from ddcs_core.models.checkpoints import sha256_file
 
     run = Run(run_path)
     if not run.exists():
@@ -211,8 +207,6 @@ def _copy(src: Path, dst: Path) -> None:
 def verify(folder: str | Path = SHIPPED_RUN) -> dict:
     """The manifest, after checking every shipped file: listed, present, same size and sha256, and no
     file the manifest does not list."""
-    from ddcs_core.models.checkpoints import sha256_file  # loads torch: only once a shipped run is used
-
     folder = Path(folder)
     path = folder / MANIFEST
     manifest, files = read_manifest(path, f"`{SHIP_COMMAND}` makes the shipped demo run")
@@ -264,8 +258,6 @@ def install(store: RunStore, name: str = "demo", folder: str | Path = SHIPPED_RU
 
     The targets are decoded from LFW under the data root unless given (they must match either way).
     """
-    from ddcs_core.embedding_map import file_fingerprint
-
     folder = Path(folder)
     manifest = verify(folder)
     run = store.run(name)
@@ -297,7 +289,7 @@ def install(store: RunStore, name: str = "demo", folder: str | Path = SHIPPED_RU
             built[pool] = (recon, latents)
             staged.write_recon(pool, recon, latents)
             atomic.write_text(staged.pool_dir(pool) / "targets.csv", targets_csv_of(staged, pool, targets, recon))
-        _refresh_map_fingerprints(staged, file_fingerprint)
+        _refresh_map_fingerprints(staged)
         atomic.write_json(tmp / PRECOMPUTED, {**manifest["made"], "from": str(folder)})
         tmp.rename(run.path)
     except BaseException:
@@ -326,14 +318,14 @@ def targets_csv_of(run: Run, pool: str, targets: ImageSet, recon: ImageSet) -> s
     return targets_csv(Evaluation(ev.report, result, targets, recon, a["recon_assigned"], a["recon_dist"]))
 
 
-def _refresh_map_fingerprints(run: Run, fingerprint) -> None:
+def _refresh_map_fingerprints(run: Run) -> None:
     """The map was computed from these exact pixels (their digests were checked), but the rebuilt .npz
     files differ in bytes (zip timestamps): record the new files' fingerprints so it stays current."""
     arrays = run.map()
     if arrays is None:
         return
-    arrays["targets_fingerprint"] = np.array(fingerprint(run.path / "targets.npz"))
-    arrays["fingerprints"] = np.array([fingerprint(run.pool_dir(str(p)) / "recon.npz") for p in arrays["pools"]],
+    arrays["targets_fingerprint"] = np.array(sha256_file(run.path / "targets.npz"))
+    arrays["fingerprints"] = np.array([sha256_file(run.pool_dir(str(p)) / "recon.npz") for p in arrays["pools"]],
                                       dtype=str)
     run.write_map(**arrays)
 

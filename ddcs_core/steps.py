@@ -18,7 +18,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from ddcs_core import atomic, distributed
-from ddcs_core.control import Report, ShouldStop, never, silent, stop_point
+from ddcs_core.control import Log, Report, ShouldStop, never, silent, stop_point
 from ddcs_core.errors import DDCSInputError
 
 StepFn = Callable[[Report, ShouldStop], "dict | None"]  # may return more to record (e.g. its own "seconds")
@@ -117,7 +117,7 @@ class StepGraph:
         return True
 
     def run_all(self, report: Report | None = None, should_stop: ShouldStop | None = None,
-                only: Sequence[str] | None = None, log: Callable[[str], None] = lambda m: None) -> dict:
+                only: Sequence[str] | None = None, log: Log = lambda m: None) -> dict:
         """Every selected step not yet done, in order; `report` gets the fraction of the selection,
         `should_stop` is checked between steps and inside the long ones (Cancelled, state kept)."""
         say = report or silent

@@ -33,7 +33,6 @@ import io
 import json
 import math
 import os
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -41,6 +40,7 @@ import yaml
 
 from ddcs_core import atomic
 from ddcs_core.config import ExperimentConfig, apply_override, parse_experiment, preset_replaces_file
+from ddcs_core.control import Log
 from ddcs_core.errors import DDCSInputError
 from ddcs_core.pool_names import PRETRAINED, VANILLA_POOL, pool_name
 from ddcs_core.runs import Run, RunStore, check_name
@@ -237,7 +237,7 @@ def load_sweep(path: str | Path, overrides: list[str] | None = None) -> Sweep:
 
 
 def run_sweep(sweep: Sweep, runs_dir: str | Path, device: str = "auto", progress: bool = False,
-              log: Callable[[str], None] = print) -> Path:
+              log: Log = print) -> Path:
     """Every point not yet done (the reference first), then the table and plots; the sweep folder."""
     from ddcs_core.experiment import open_experiment
     from ddcs_core.jobs import exclusive_job

@@ -62,10 +62,11 @@ import numpy as np
 import torch
 
 from ddcs_core import atomic, distributed
+from ddcs_core.choices import LPIPS_NETS
 from ddcs_core.attacks.augment import AugmentConfig, random_transform
-from ddcs_core.attacks.fingerprint import array_digest, module_digest
 from ddcs_core.attacks.losses import entropy_loss
 from ddcs_core.errors import DDCSInputError, config_from_dict
+from ddcs_core.hashing import array_digest, module_digest
 from ddcs_core.geometry.hvp import EmbedFn
 from ddcs_core.geometry.lanczos import LanczosNotConverged
 from ddcs_core.geometry.ngd import NGDBasis, NGDConfig, NGDProjector, project_reference, projection_diagnostics
@@ -93,7 +94,6 @@ NGD_SCALES = ("spectral", "grad-norm", "none")
 NGD_PRESETS = ("paper",)
 BASIS_LATENTS = ("normal", "uniform")
 EIGENSOLVERS = {"lanczos": "torch", "arpack": "scipy"}  # name in the config → geometry.lanczos method
-LPIPS_NETS = ("alex", "vgg")
 # The official code's choices (see the table above); `accident` marks the arguably unintended ones.
 PAPER_PRESET = {
     "lam": (1.0, "partly", "λ = 1 on the entropy summed over the batch (strength grows with batch_size)"),

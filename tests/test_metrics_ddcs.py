@@ -5,6 +5,7 @@ from hypothesis import strategies as st
 
 from ddcs_core.errors import DDCSInputError
 from ddcs_core.metrics import DDCSResult, ddcs
+from ddcs_core.metrics.ddcs import hardest_first
 
 # 4 reconstructions x 3 targets; targets 0, 1 are class 0, target 2 is class 1.
 DIST = np.array([
@@ -238,3 +239,10 @@ def test_ddcs_from_assignment_agrees_with_dense_matrix():
     np.testing.assert_array_equal(streamed.nearest, dense.nearest)
     with pytest.raises(DDCSInputError, match="target index"):
         ddcs_from_assignment(np.array([0, 12]), np.array([0.1, 0.2]), 12)
+
+
+def test_hardest_first_puts_unmatched_first_then_the_farthest_ties_by_index():
+    d_tar = np.array([0.5, np.inf, 0.1, 0.5, np.inf, 0.9])
+    matched = np.array([1, 0, 1, 1, 0, 1], bool)
+    assert hardest_first(d_tar, matched).tolist() == [1, 4, 5, 0, 3, 2]
+    assert hardest_first(np.array([]), np.array([], bool)).tolist() == []

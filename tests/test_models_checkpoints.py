@@ -7,11 +7,11 @@ import torch
 from safetensors.torch import save as st_save
 
 from ddcs_core.errors import DDCSInputError
+from ddcs_core.hashing import sha256_file
 from ddcs_core.models.checkpoints import (
     ARCHS,
     load_model,
     save_model,
-    sha256_file,
     verify_manifest,
     write_manifest,
 )

@@ -6,6 +6,7 @@ import torch
 from PIL import Image
 
 from ddcs_core.errors import DDCSInputError
+from ddcs_core.hashing import sha256_file
 from ddcs_core.perceptual import LPIPSNetwork, PerceptualDistance
 from ddcs_core.perceptual import weights as W
 
@@ -147,7 +148,7 @@ def test_backbone_file_is_verified_and_only_numpy_is_unpickled(tmp_path):
     evil = tmp_path / "evil.ckpt"
     evil.write_bytes(pickle.dumps({"AlexNet_0": {"Conv_0": {"kernel": Evil()}}}))
     with pytest.raises(DDCSInputError, match="refusing to unpickle builtins.print"):
-        W.read_backbone_pickle(evil, W.sha256_file(evil))
+        W.read_backbone_pickle(evil, sha256_file(evil))
 
 
 def test_missing_weights_say_how_to_install(tmp_path, monkeypatch):

@@ -11,7 +11,7 @@ from ddcs_core.embedding_map import map_is_current
 from ddcs_core.errors import DDCSInputError
 from ddcs_core.config import parse_experiment
 from ddcs_core.experiment import open_experiment, run_finished, step_names
-from ddcs_core.models.checkpoints import sha256_file
+from ddcs_core.hashing import sha256_file
 from ddcs_core.runs import RunStore
 from tests.test_experiment import CONFIG, POOLS, world  # noqa: F401  (the tiny world fixture)
 

@@ -105,7 +105,9 @@ def test_shipped_sweep_configs_load():
     folder = Path(__file__).resolve().parents[1] / "assets" / "configs"
     demo = load_sweep(folder / "sweep-demo.yaml")
     points = demo.points()
-    assert len(points) == 18 and not demo.invert and len(demo.seeds) >= 3
+    assert len(points) == 21 and not demo.invert and len(demo.seeds) >= 3
+    demo_paper = [p for p in points if p.method.name == "paper"]
+    assert len(demo_paper) == 3 and demo_paper[0].config.transfer.common.lpips_net == "vgg"
     assert {p.config.transfer.common.steps for p in points} == {300}
     none = [p for p in points if p.method.name == "ngd-ref-none"][0].config.transfer.common
     assert (none.projection, none.ngd_scale) == ("reference", "none")

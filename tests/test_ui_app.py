@@ -110,3 +110,73 @@ def test_build_app_wires_every_view(explorer):
     labels = {getattr(b, "label", None) for b in demo.blocks.values()}
     for tab in ("Targets", "Target detail", "Map", "Compare", "Run", "Defense", "Evaluate"):
         assert tab in labels
+
+
+def test_timer_redraws_on_a_landing_and_opens_targets_when_the_opened_job_is_done(explorer):
+    """on_tick, called as gradio calls it: the status it keeps in gr.State is a session.Status."""
+    import threading
+    from dataclasses import replace
+
+    import gradio as gr
+
+    from ddcs_core.jobs import _KINDS, register_job
+    from ddcs_core.ui import build_app
+    from ddcs_core.ui.session import Status
+
+    gate = threading.Event()
+    register_job("test-tick", lambda run, params, report, cancelled: gate.wait(30))
+    try:
+        demo = build_app(explorer=explorer)
+        on_tick = next(f.fn for f in demo.fns.values() if f.name == "on_tick")
+        session = ("tiny", "ngd", "All classes", "All", 0, None, "run", None, None, None, 30)
+
+        def tick(seen, opened=""):
+            out = on_tick(*session, seen, opened)
+            return out, next((v for v in out.values() if isinstance(v, Status)), None)
+
+        out, idle = tick(None)
+        assert idle == Status.of("tiny", None, explorer.landed("tiny")) and len(out) == 4  # the Run tab's part
+        assert tick(idle)[0] == gr.skip()  # nothing changed: nothing redrawn
+        redrawn = tick(replace(idle, landed="older"))[0]  # a pool landed: every view shows it
+        assert any("Run <b>tiny</b>" in str(v) for v in redrawn.values()) and len(redrawn) > 4
+        assert len(tick(replace(idle, run="other", landed="older"))[0]) == 4  # another run's stamp: no landing
+
+        job = explorer.start_job("tiny", "test-tick", {})
+        out, running = tick(idle)
+        assert running.job == job.id and running.state in ("queued", "running") and len(out) == 4
+        gate.set()
+        explorer.runner.wait(explorer.store.run("tiny"), 10)
+        out, done = tick(running)  # not the job opened from Evaluate: the views redraw, the tab stays
+        assert done.state == "done" and len(out) > 4 and "targets" not in out.values()
+        out, _ = tick(running, opened=job.id)
+        assert "targets" in out.values()  # the tab the session records
+        assert any(isinstance(v, gr.Tabs) and v.selected == "targets" for v in out.values())
+    finally:
+        gate.set()
+        _KINDS.pop("test-tick", None)
+
+
+def test_every_handler_updates_only_what_its_event_lists(explorer):
+    """Called as gradio calls them, from each tab, the browsing handlers return only listed outputs
+    (gradio refuses any other); the ones that start work or create runs are left to their own tests."""
+    import types
+
+    import gradio as gr
+
+    from ddcs_core.ui import build_app
+    from ddcs_core.ui.session import FIELDS
+
+    demo = build_app(explorer=explorer)
+    fns = [f for f in demo.fns.values() if len(f.inputs) >= len(FIELDS)
+           and f.name not in ("on_map_job", "on_rerun", "on_evaluate", "on_attack")]
+    session_inputs = next(f.inputs for f in fns if f.name == "on_run")
+    assert len(fns) >= 20
+    for tab in ("targets", "detail", "map", "compare", "run", "defense"):
+        values = ("tiny", "ngd", "All classes", "All", 0, 1, tab, None, None, None, 30)
+        by_component = {id(c): v for c, v in zip(session_inputs, values)}
+        for f in fns:
+            args = [by_component.get(id(c), getattr(c, "value", None)) for c in f.inputs]
+            if f.name == "on_tick":
+                args[-2:] = [None, ""]  # nothing seen yet, no job opened
+            out = f.fn(types.SimpleNamespace(idx=2), *args) if f.name == "on_open" else f.fn(*args)
+            assert out != gr.skip() and set(out) <= set(f.outputs), (tab, f.name)

@@ -12,9 +12,10 @@ from PIL import Image
 from ddcs_core.data.images import ImageSet
 from ddcs_core.errors import DDCSInputError
 from ddcs_core.evaluate import EvalConfig, evaluate_sets
+from ddcs_core.metrics.ddcs import hardest_first
 from ddcs_core.runs import RunStore
 from ddcs_core.ui import fmt, render, rows
-from ddcs_core.ui.rundata import RunCache, RunData, hardest_first, ranks_of
+from ddcs_core.ui.rundata import RunCache, RunData, ranks_of
 from ddcs_core.ui.thumbs import grid_data_uri, png_data_uri
 
 N_CLASSES, PER_CLASS = 3, 5

@@ -7,7 +7,7 @@ import numpy as np
 from PIL import Image
 
 from ddcs_core.sweep import SWEEP_FILE
-from ddcs_core.ui.tradeoff_view import build_tradeoff_tab, grids_html, sweep_names, tradeoff_view
+from ddcs_core.ui.tabs.tradeoff import build_tradeoff_tab, grids_html, sweep_names, tradeoff_view
 
 
 def fake_sweep(root):

@@ -21,7 +21,6 @@ from tqdm import tqdm
 
 from ddcs_core import distributed
 from ddcs_core.attacks.augment import AugmentConfig
-from ddcs_core.attacks.fingerprint import module_digest
 from ddcs_core.attacks.losses import IDENTITY_LOSSES
 from ddcs_core.attacks.optimize import optimize_latents
 from ddcs_core.attacks.selection import final_selection, initial_selection, transform_scores
@@ -29,6 +28,7 @@ from ddcs_core.control import Cancelled, Report, ShouldStop
 from ddcs_core.data.images import ImageSet
 from ddcs_core.data.transforms import to_uint8
 from ddcs_core.errors import DDCSInputError, config_from_dict
+from ddcs_core.hashing import module_digest
 from ddcs_core.models.checkpoints import load_training_state, save_training_state
 from ddcs_core.models.stylegan2 import Generator
 

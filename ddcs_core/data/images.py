@@ -24,7 +24,8 @@ import numpy as np
 from PIL import Image
 from tqdm import tqdm
 
-from ddcs_core.data.transforms import RESIZE_POLICIES, fit_square
+from ddcs_core.choices import RESIZE_POLICIES
+from ddcs_core.data.transforms import fit_square
 from ddcs_core.errors import DDCSInputError
 
 # Files with these extensions are taken as images without sniffing their content first.

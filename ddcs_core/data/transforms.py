@@ -7,6 +7,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
+from ddcs_core.choices import RESIZE_POLICIES
 from ddcs_core.errors import DDCSInputError
 
 
@@ -48,9 +49,6 @@ def center_crop_face(img: Image.Image, crop: int, out: int) -> Image.Image:
         raise DDCSInputError(f"crop {crop} must fit the {w}x{h} image and out {out} must be positive")
     left, top = (w - crop) // 2, (h - crop) // 2
     return img.crop((left, top, left + crop, top + crop)).resize((out, out), Image.BILINEAR)
-
-
-RESIZE_POLICIES = ("stretch", "center-crop", "pad")
 
 
 def fit_square(img: Image.Image, size: int, policy: str = "stretch") -> Image.Image:

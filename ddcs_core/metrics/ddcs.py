@@ -186,3 +186,10 @@ def ddcs_from_assignment(assigned: np.ndarray, d_rec: np.ndarray, n_targets: int
         matched=matched,
         exact_copy=exact_copy,
     )
+
+
+def hardest_first(d_tar: np.ndarray, matched: np.ndarray) -> np.ndarray:
+    """Target indices, hardest first: unmatched targets, then by descending d_tar, ties by index. The one
+    ranking of targets.csv and the app's cards, so a rank means the same everywhere."""
+    key = -np.where(matched, d_tar, np.inf)
+    return np.lexsort((np.arange(len(d_tar)), key))

@@ -24,9 +24,9 @@ Two conventions exist in the model inversion literature, so both are offered and
 import numpy as np
 from scipy.spatial.distance import cdist
 
+from ddcs_core.choices import PRDC_MODES
 from ddcs_core.errors import DDCSInputError
 
-MODES = ("naeem", "ppa")
 
 
 def _features(x: np.ndarray, name: str) -> np.ndarray:
@@ -48,8 +48,8 @@ def _check_k(nearest_k: int) -> int:
 
 
 def _check_mode(mode: str) -> str:
-    if mode not in MODES:
-        raise DDCSInputError(f"mode: expected one of {MODES}, got {mode!r}")
+    if mode not in PRDC_MODES:
+        raise DDCSInputError(f"mode: expected one of {PRDC_MODES}, got {mode!r}")
     return mode
 
 

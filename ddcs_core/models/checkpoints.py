@@ -8,7 +8,6 @@ or silently producing garbage. Legacy `.pt`/`.pth` dicts are read with `torch.lo
 
 from __future__ import annotations
 
-import hashlib
 import importlib
 import io
 import json
@@ -23,6 +22,7 @@ from torch import nn
 
 from ddcs_core import atomic
 from ddcs_core.errors import DDCSInputError
+from ddcs_core.hashing import sha256_bytes, sha256_file
 from ddcs_core.manifests import read_manifest
 
 ARCHS: dict[str, Callable[..., nn.Module]] = {}
@@ -49,18 +49,6 @@ def register(arch_name: str) -> Callable[[Callable[..., nn.Module]], Callable[..
 def _load_builtin_archs() -> None:
     for name in _BUILTIN_MODULES:
         importlib.import_module(name)
-
-
-def sha256_bytes(data: bytes) -> str:
-    return hashlib.sha256(data).hexdigest()
-
-
-def sha256_file(path: str | Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def _json(value: Any, what: str) -> str:

@@ -26,7 +26,8 @@ from torch import nn
 
 from ddcs_core.errors import DDCSInputError
 from ddcs_core.models import stylegan2_ada as sg
-from ddcs_core.models.checkpoints import _load_checked, sha256_file
+from ddcs_core.hashing import sha256_file
+from ddcs_core.models.checkpoints import _load_checked
 
 NETWORK_KEYS = ("G", "D", "G_ema")
 

@@ -23,11 +23,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ddcs_core.choices import NOISE_MODES
 from ddcs_core.errors import DDCSInputError
 from ddcs_core.models.checkpoints import register
 
 SQRT2 = math.sqrt(2.0)
-NOISE_MODES = ("random", "const", "none")
 _NOISE_SHARE: ContextVar[tuple[int, torch.Tensor] | None] = ContextVar("noise_share", default=None)
 
 

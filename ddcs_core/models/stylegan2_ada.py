@@ -28,12 +28,12 @@ import numpy as np
 import torch
 from torch import nn
 
+from ddcs_core.choices import NOISE_MODES
 from ddcs_core.errors import DDCSInputError
 from ddcs_core.models import sg2ada_ops as ops
 from ddcs_core.models.checkpoints import register
 from ddcs_core.models.stylegan2 import random_noise
 
-NOISE_MODES = ("random", "const", "none")
 ARCHITECTURES = ("orig", "skip", "resnet")
 _DEFAULT_FILTER = (1, 3, 3, 1)
 # The generator arguments train.py writes for --cfg=paper256 (FFHQ 256 px, as in Plug-and-Play Attacks):

@@ -9,7 +9,6 @@ interrupted run continues to the same weights as an uninterrupted one.
 
 from __future__ import annotations
 
-import hashlib
 import math
 from pathlib import Path
 from typing import Any
@@ -20,6 +19,7 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from ddcs_core.errors import DDCSInputError
+from ddcs_core.hashing import HEAD_TUPLE, arrays_sha256
 from ddcs_core.models.checkpoints import save_model
 from ddcs_core.models.classifiers import build_classifier
 
@@ -68,14 +68,6 @@ def _check_split(name: str, split: Any) -> Split:
     if labels.min() < 0:
         raise DDCSInputError(f"{name} labels must be >= 0")
     return images, labels.astype(np.int64)
-
-
-def _fingerprint(*arrays: np.ndarray) -> str:
-    h = hashlib.sha256()
-    for a in arrays:
-        h.update(str((a.dtype, a.shape)).encode())
-        h.update(np.ascontiguousarray(a).tobytes())
-    return h.hexdigest()
 
 
 def _to_float(batch_u8: torch.Tensor, device: torch.device) -> torch.Tensor:
@@ -169,7 +161,7 @@ def train_classifier(
     signature = {
         "arch": arch, "config": loop.model.config, "seed": seed, "batch_size": batch_size, "lr": lr,
         "weight_decay": weight_decay, "label_smoothing": label_smoothing, "balance": balance,
-        "data": _fingerprint(x_tr, y_tr),
+        "data": arrays_sha256(x_tr, y_tr, head=HEAD_TUPLE),
     }
     state_path = state_path_for(checkpoint_path) if checkpoint_path is not None else None
     trainer = Trainer(epochs, signature, state_path, desc=arch, unit="epoch", progress=progress, resume=resume,

@@ -11,7 +11,6 @@ continues exactly where the last state left off.
 from __future__ import annotations
 
 import copy
-import hashlib
 import io
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,6 +22,7 @@ from PIL import Image
 
 from ddcs_core import atomic
 from ddcs_core.errors import DDCSInputError
+from ddcs_core.hashing import HEAD_SHAPE, arrays_sha256
 from ddcs_core.models.checkpoints import save_model
 from ddcs_core.models.gan_losses import (
     d_logistic_loss,
@@ -77,12 +77,6 @@ def _check_images(images: np.ndarray) -> np.ndarray:
     if n == 0:
         raise DDCSInputError("public_images is empty")
     return images
-
-
-def _fingerprint(images: np.ndarray) -> str:
-    h = hashlib.sha256(str(images.shape).encode())
-    h.update(np.ascontiguousarray(images).tobytes())
-    return h.hexdigest()
 
 
 def image_grid(images: torch.Tensor, cols: int) -> Image.Image:
@@ -399,7 +393,7 @@ def train_gan(
     device = parse_device(device)
     out_dir = Path(out_dir)
     loop = GANLoop(images, cfg, batch_size, seed, device, out_dir, sample_every, steps)
-    signature = {"config": cfg, "seed": seed, "batch_size": batch_size, "data": _fingerprint(images)}
+    signature = {"config": cfg, "seed": seed, "batch_size": batch_size, "data": arrays_sha256(images, head=HEAD_SHAPE)}
     state_path = out_dir / STATE_NAME
     trainer = Trainer(steps, signature, state_path, ckpt_every=ckpt_every, desc="GAN", progress=progress,
                       resume=resume, restart_hint="delete it (or use another output folder) to start this training over")

