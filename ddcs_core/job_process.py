@@ -11,9 +11,9 @@ command (`jobs.register_job(..., command=...)`); this module runs it and feeds t
   folder>` that its parent holds the lock: `jobs.exclusive_job` (the CLI `run`'s lock) then neither takes
   it again (it would find it busy and refuse) nor writes job.json (the parent's job owns it). It believes
   the variable only while the lock is in fact taken, so a stale variable never leaves a run unlocked.
-- Progress: rank 0 writes `{"fraction", "message"}` to the file named by `DDCS_JOB_PROGRESS` (atomic;
-  within one step at most every 0.3 s, each new step and the end always); the job polls it. Every
-  output line of every rank (stdout and stderr; the command runs with --quiet, so no progress bars)
+- Progress: rank 0 writes `{"fraction", "message"}` to the file named by `DDCS_JOB_PROGRESS` at every
+  report (atomic; reports come per step, chunk or class, so a few a second at most); the job polls it
+  every 0.1 s. Every output line of every rank (stdout and stderr; the command runs with --quiet, so no progress bars)
   goes to the job's log.
 - Cancel: SIGTERM to the launcher and to each worker (torchrun starts them in sessions of their own),
   SIGKILL after a grace period. Like any kill it loses nothing: a re-start resumes from what is saved.
@@ -43,7 +43,7 @@ from ddcs_core.control import Log, Report, ShouldStop
 PROGRESS_ENV = "DDCS_JOB_PROGRESS"
 LOCK_ENV = "DDCS_JOB_LOCK_HELD"
 GRACE_S = 15.0  # after SIGTERM, before SIGKILL
-POLL_S = 0.2
+POLL_S = 0.1
 
 
 class ProcessFailed(Exception):
@@ -197,13 +197,8 @@ def progress_report() -> Report | None:
     path = os.environ.get(PROGRESS_ENV)
     if not path or not distributed.is_main():
         return None
-    last = {"t": 0.0, "head": None}
 
     def report(fraction: float, message: str) -> None:
-        now, head = time.monotonic(), str(message).split(":", 1)[0]  # '<i>/<n> <step>' of a run's steps
-        if now - last["t"] < 0.3 and fraction < 1.0 and head == last["head"]:
-            return  # within a step, a few updates a second; a new step is always written
-        last["t"], last["head"] = now, head
         try:
             atomic.write_json(Path(path), {"fraction": float(fraction), "message": str(message)})
         except (OSError, ValueError):

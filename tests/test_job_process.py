@@ -64,9 +64,10 @@ def test_two_process_invert_job_equals_in_process_job_even_cancelled_and_restart
 
     runner = JobRunner(nproc=2)
     runner.start(two, "invert", params)
-    scratch, end = two.path / "work" / "invert" / "vanilla", time.monotonic() + 120
+    scratch, end, before = two.path / "work" / "invert" / "vanilla", time.monotonic() + 120, []
     while not list(scratch.glob("class-*/final.pt")):  # a class is finished: cancel mid-inversion
         assert runner.status(two).active and time.monotonic() < end, runner.status(two).log[-20:]
+        before.append(runner.status(two).progress)
         time.sleep(0.02)
     pid = runner.status(two).pid
     assert pid != os.getpid()  # the launcher's, as job.json records it for a restarted app
@@ -80,7 +81,8 @@ def test_two_process_invert_job_equals_in_process_job_even_cancelled_and_restart
     runner.start(two, "invert", params)  # resumes: finished classes are reloaded, not redone
     status, seen = follow(runner, two)
     assert status.state == "done", status.log[-20:]
-    assert seen == sorted(seen) and any(0 < p < 1 for p in seen) and seen[-1] == 1.0  # progress rises
+    assert before == sorted(before) and seen == sorted(seen) and seen[-1] == 1.0  # progress rises
+    assert any(0 < p < 1 for p in before + seen)  # the subprocess's own progress, not only start and end
     assert all(p.stat().st_mtime_ns == t for p, t in finished.items())
     text = "\n".join(status.log)
     assert "--nproc_per_node 2 -m ddcs_core run" in text and "[run] 1/2 invert-pretrained: done" in text
