@@ -101,6 +101,8 @@ def run_command(command: Command, nproc: int, report: Report, cancelled: ShouldS
             reader.join(10)
             _forward_progress(progress, seen, report, command.share)
         finally:
+            if proc.poll() is None:  # an error in this thread: the processes must not outlive the job
+                stop(proc)
             _LIVE.discard(proc)
         if proc.returncode != 0:
             raise ProcessFailed(f"{last_error(tail) or 'no error message'} (exit code {proc.returncode})")
