@@ -41,6 +41,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--max-upload-gb", type=float, default=UploadLimits().max_total_bytes / (1 << 30),
                    help="cap on one upload and on what it unpacks to (default: %(default)g)")
     p.add_argument("--device", default="auto", help="device for jobs started from the app: auto, cpu, cuda, cuda:1 ...")
+    p.add_argument("--nproc", type=int, default=1,
+                   help="processes per job for the jobs that share their work (attack, transfer, invert, evaluate): "
+                        "N > 1 runs them as `torchrun --nproc_per_node N -m ddcs_core run|evaluate` subprocesses "
+                        "(one per GPU, or the CPU's cores shared out); default 1: in the app's process")
     p.add_argument("--demo", action="store_true",
                    help="open onto the demo attack run: the shipped, precomputed one on first start (else it is "
                         "attacked in the background)")
@@ -112,7 +116,8 @@ def main(argv: list[str] | None = None) -> int:
         from ddcs_core.ui.views import Explorer
 
         resolve_device(args.device)
-        explorer = Explorer(args.runs, args.device, data_roots=args.data_root, upload_limits=limits)
+        explorer = Explorer(args.runs, args.device, data_roots=args.data_root, upload_limits=limits,
+                            nproc=args.nproc)
         if args.demo:
             run = explorer.ensure_demo_run()
             status = explorer.job_status(run.name)

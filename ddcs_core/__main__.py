@@ -59,13 +59,19 @@ def _add_evaluate(sub) -> None:
 
 def _run_evaluate(args) -> int:
     from ddcs_core.evaluate import EvalConfig, evaluate
+    from ddcs_core.job_process import progress_report
 
     fields = EvalConfig.__dataclass_fields__
     config = EvalConfig(**{k: v for k, v in vars(args).items() if k in fields})
+    report = progress_report()  # an app job's subprocess: its progress file
+    if report is not None:
+        report(0.05, f"evaluating {args.recon} against {args.targets} ({config.profile} profile)")
     ev = evaluate(args.targets, args.recon, args.out, config, progress=not args.quiet)
     if ev is None:  # a torchrun rank other than 0: rank 0 wrote and reports
         return 0
     r = ev.report
+    if report is not None:
+        report(1.0, f"stored: DDCS {r['ddcs']:.4g}, matched {r['matched']}/{r['counts']['targets']}")
     print(json.dumps({k: r[k] for k in ("ddcs", "ddcs_avg", "matched", "matched_fraction", "exact_copies")}
                      | {"coverage": r["prdc"]["coverage"], "fid": r["fid"]["value"], "out": str(args.out)}, indent=2))
     for note in r["notes"]:
@@ -304,6 +310,7 @@ def _add_run(sub) -> None:
 
 def _run_run(args) -> int:
     from ddcs_core.experiment import load_config, run_experiment
+    from ddcs_core.job_process import progress_report
     from ddcs_core.jobs import exclusive_job
     from ddcs_core.reproduce import reproduction_table, to_text
     from ddcs_core.runs import RunStore
@@ -320,7 +327,8 @@ def _run_run(args) -> int:
     # the same lock as the app's jobs: never two on one run (under torchrun rank 0 holds it for all ranks)
     lock = exclusive_job(target, "run (CLI)", params) if distributed.is_main() else nullcontext()
     with lock:
-        run = run_experiment(config, args.runs, args.name, args.device, progress=not args.quiet, only=only)
+        run = run_experiment(config, args.runs, args.name, args.device, progress=not args.quiet, only=only,
+                             report=progress_report())
     print(to_text(reproduction_table(run)))
     print(f"run {run.path} complete in {time.perf_counter() - t:.1f} s this session "
           f"(steps: {run.path / 'steps.json'}; `python -m ddcs_core reproduce --run {run.path}`)")

@@ -5,11 +5,13 @@ rep so a shared or throttling CPU slows both alike. Ours adds the uint8 -> float
 input scaling, the per-layer normalisation and weighting, the padding of the last pass and the copy of
 the embeddings to host memory; the ratio says what that costs (target >= 0.8). `forward_only_ratio`
 times our network's forward alone on the same float batches, to tell the network's extra work from the
-wrapper's.
+wrapper's. The 1-minute load average before and after is recorded: on a shared machine, read the
+ratio with it.
 """
 
 from __future__ import annotations
 
+import os
 import statistics
 import time
 
@@ -52,6 +54,7 @@ def _one_device(net: str, size: int, n: int, reps: int, device: torch.device) ->
         for _ in range(passes):
             bare(x)
 
+    load_before = os.getloadavg()[0]
     times: dict[str, list[float]] = {"ours": [], "ours_forward": [], "bare": []}
     sides = (("ours", run_ours), ("ours_forward", run_forward), ("bare", run_bare))
     for _, fn in sides:  # warm-up: kernel selection, allocations
@@ -71,6 +74,7 @@ def _one_device(net: str, size: int, n: int, reps: int, device: torch.device) ->
             "ratio": round((n / ours_s) / (passes * batch / bare_s), 3),
             "forward_only_ratio": round(bare_s / forward_s, 3),
             "ratio_best_reps": round(min(times["bare"]) * passes * batch / n / min(times["ours"]), 3),
+            "load_average_1min": [round(load_before, 2), round(os.getloadavg()[0], 2)],
             "seconds": {k: [round(t, 3) for t in v] for k, v in times.items()}}
 
 

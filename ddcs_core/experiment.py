@@ -39,6 +39,7 @@ from ddcs_core.data.images import ImageSet
 from ddcs_core.errors import DDCSInputError
 from ddcs_core.hashing import module_digest
 from ddcs_core.home import repo_root
+from ddcs_core.job_process import Command
 from ddcs_core.jobs import Param, devices, register_job
 from ddcs_core.models.train_gan import save_grid
 from ddcs_core.pool_names import PRETRAINED, VANILLA_POOL, pool_name
@@ -277,14 +278,15 @@ def open_experiment(config: ExperimentConfig, world: AttackWorld, runs_dir: str 
 
 def run_experiment(config: ExperimentConfig, runs_dir: str | Path = "runs", name: str | None = None,
                    device: str = "auto", progress: bool = True, log: Log = print,
-                   only: list[str] | None = None) -> Run:
+                   only: list[str] | None = None, report: Report | None = None) -> Run:
     """The CLI's `run` of a config parsed once at the edge (`load_config`): the config's world, every step
-    not yet done (or those in `only`), the run folder."""
+    not yet done (or those in `only`), the run folder; `report` gets the fraction of the selected steps
+    (an app job's subprocess: job_process)."""
     from ddcs_core.perceptual import resolve_device
 
     world = load_world(config.world, resolve_device(device), progress)
     experiment = open_experiment(config, world, runs_dir, name, device, progress, log)
-    experiment.run_all(only=only)
+    experiment.run_all(report, only=only)
     return experiment.run
 
 
@@ -333,6 +335,40 @@ def invert_job(run: Run, params: dict, report: Report, cancelled: ShouldStop) ->
             experiment.run_step(f"dual-{mode}")
             experiment.run_step(f"evaluate-dual-{mode}")
     report(1.0, f"inversion with {name}: done")
+
+
+# The same jobs as `run` commands, for the app's --nproc (torchrun subprocesses) --------------------------
+def _run_command(run: Run, params: dict, only: list[str] | None = None) -> Command:
+    """`python -m ddcs_core run` resuming this run: its own stored config (written for the command to read
+    into the run's work folder), its store and name, the job's device, `only` these steps."""
+    config = run.path / "work" / "job-config.json"
+    atomic.write_json(config, run.config["experiment"])
+    args = ["run", "--config", str(config), "--runs", str(run.path.parent), "--name", run.name,
+            "--device", params.get("device", "auto"), "--quiet"]
+    return Command(tuple(args + (["--only", ",".join(only)] if only else [])))
+
+
+def attack_command(run: Run, params: dict) -> Command:
+    """Every step not yet done, as `experiment_job`."""
+    stored_experiment(run)  # refuses a run that is not an attack run, before any process starts
+    return _run_command(run, params)
+
+
+def transfer_command(run: Run, params: dict) -> Command:
+    """transfer-<mode> and fid-<mode>, as `transfer_job`."""
+    return _run_command(run, params, [f"transfer-{params['mode']}", f"fid-{params['mode']}"])
+
+
+def invert_command(run: Run, params: dict) -> Command:
+    """invert-<generator>, its pool's evaluation, and each dual pool whose other side is already inverted
+    (as `invert_job`: the dual pools that become ready with this inversion)."""
+    name, done = params["generator"], steps_record(run)
+    steps = [f"invert-{name}", f"evaluate-{pool_name(name)}"]
+    for mode in stored_experiment(run).modes:
+        other = f"invert-{PRETRAINED}" if name == mode else f"invert-{mode}" if name == PRETRAINED else None
+        if other is not None and done.get(other, {}).get("done"):
+            steps += [f"dual-{mode}", f"evaluate-dual-{mode}"]
+    return _run_command(run, params, steps)
 
 
 # New runs from the app and the demo run ------------------------------------------------------------
@@ -394,11 +430,14 @@ def _run_generators(run: Run | None) -> list[str]:
 _DEVICE = Param("device", "Device", "choice", default="auto", choices=devices)
 register_job("attack", experiment_job, [_DEVICE],
              "Run (or resume) every remaining step of this attack run: transfer learning in each mode, "
-             "inversion with every generator, the dual pools, their evaluation, the map and the table.")
+             "inversion with every generator, the dual pools, their evaluation, the map and the table.",
+             command=attack_command)
 register_job("transfer", transfer_job, [
     Param("mode", "Transfer mode", "choice", choices=_run_modes, help="vanilla | entropy | ngd, as the run defines them"),
-    _DEVICE], "Transfer-learn the run's generator in one mode (resumes from its last checkpoint), then its FID.")
+    _DEVICE], "Transfer-learn the run's generator in one mode (resumes from its last checkpoint), then its FID.",
+    command=transfer_command)
 register_job("invert", invert_job, [
     Param("generator", "Generator", "choice", choices=_run_generators,
           help="pretrained: the world's generator (pool vanilla); a mode: its transferred generator"),
-    _DEVICE], "Plug-and-Play inversion with one generator, then the evaluation of its pool and dual pool.")
+    _DEVICE], "Plug-and-Play inversion with one generator, then the evaluation of its pool and dual pool.",
+    command=invert_command)

@@ -11,6 +11,11 @@ is written atomically to `<run>/job.json`, so a restarted app shows how the last
 One job at a time per run holds across processes: every job, the app's and the CLI's `run`
 (`exclusive_job`), takes an exclusive OS lock on `<run>/job.lock` (`RunLock`). The kernel drops the
 lock when its process dies, so the lock of a killed process is simply taken over.
+
+With `JobRunner(nproc=N)` (the app's `--nproc N`, N > 1) a kind registered with a `command` runs that CLI
+command under torchrun with N processes instead of its function (ddcs_core/job_process.py: progress, log,
+cancel, exit code, and how the lock is shared with the child); kinds without one run in-process as usual
+and say so in their log.
 """
 
 from __future__ import annotations
@@ -33,7 +38,7 @@ from typing import Any
 
 import numpy as np
 
-from ddcs_core import atomic, control
+from ddcs_core import atomic, control, job_process
 from ddcs_core.control import Report, ShouldStop
 from ddcs_core.data.images import ImageSet
 from ddcs_core.errors import DDCSInputError
@@ -42,6 +47,7 @@ from ddcs_core.runs import Run
 log = logging.getLogger(__name__)
 
 JobFn = Callable[[Run, dict, Report, ShouldStop], None]
+CommandFn = Callable[[Run, dict], job_process.Command]  # the CLI command of a kind that runs distributed
 Choices = Sequence[str] | Callable[[Run | None], Sequence[str]]
 
 JOB_FILE = "job.json"
@@ -116,6 +122,7 @@ class JobKind:
     fn: JobFn
     params: tuple[Param, ...]
     description: str = ""
+    command: CommandFn | None = None
 
     def coerce(self, raw: dict, run: Run | None) -> dict:
         unknown = set(raw) - {p.name for p in self.params}
@@ -127,14 +134,16 @@ class JobKind:
 _KINDS: dict[str, JobKind] = {}
 
 
-def register_job(kind: str, fn: JobFn, params: Sequence[Param] = (), description: str = "") -> JobKind:
-    """Make a job kind available to the app's Run view (re-registering a name replaces it)."""
+def register_job(kind: str, fn: JobFn, params: Sequence[Param] = (), description: str = "",
+                 command: CommandFn | None = None) -> JobKind:
+    """Make a job kind available to the app's Run view (re-registering a name replaces it). `command`:
+    the CLI command (`python -m ddcs_core run|evaluate ...`) doing the same work, for runners with nproc > 1."""
     if not kind or not isinstance(kind, str):
         raise DDCSInputError(f"job kind must be a non-empty name, got {kind!r}")
     names = [p.name for p in params]
     if len(set(names)) != len(names):
         raise DDCSInputError(f"job '{kind}': duplicate parameter names {names}")
-    _KINDS[kind] = JobKind(kind, fn, tuple(params), description)
+    _KINDS[kind] = JobKind(kind, fn, tuple(params), description, command)
     return _KINDS[kind]
 
 
@@ -216,6 +225,19 @@ class RunLock:
         self._fd = fd
         return self
 
+    @property
+    def fd(self) -> int | None:
+        """The locked file's descriptor while held (a job process inherits it to keep the run locked)."""
+        return self._fd
+
+    def taken(self) -> bool:
+        """Whether some process holds the lock (a try-lock fails); does not take it."""
+        try:
+            with RunLock(self.run):
+                return False
+        except DDCSInputError:
+            return True
+
     def release(self) -> None:
         if self._fd is not None:
             fcntl.flock(self._fd, fcntl.LOCK_UN)
@@ -240,7 +262,11 @@ def _busy_message(run: Run) -> str:
 @contextmanager
 def exclusive_job(run: Run, kind: str, params: dict) -> Iterator[None]:
     """Hold the run's job lock for work started outside the app (the CLI's `run`), and record it in
-    job.json so the app shows it running and refuses to start another job beside it."""
+    job.json so the app shows it running and refuses to start another job beside it. Started by an
+    app job that holds the lock already (job_process: the app's --nproc), it does neither."""
+    if job_process.parent_holds_lock(run.path, RunLock(run).taken):
+        yield
+        return
     with RunLock(run):
         status = JobStatus(uuid.uuid4().hex[:12], kind, params, state="running", started=_now(), pid=os.getpid())
         atomic.write_json(run.path / JOB_FILE, asdict(status))
@@ -261,10 +287,11 @@ def exclusive_job(run: Run, kind: str, params: dict) -> Iterator[None]:
 
 
 class _Job:
-    def __init__(self, run: Run, kind: JobKind, params: dict, run_lock: RunLock) -> None:
+    def __init__(self, run: Run, kind: JobKind, params: dict, run_lock: RunLock, nproc: int = 1) -> None:
         self.run = run
         self.run_lock = run_lock
         self.kind = kind
+        self.nproc = nproc
         self.cancel_event = threading.Event()
         self.lock = threading.Lock()
         self.write_lock = threading.Lock()
@@ -281,6 +308,35 @@ class _Job:
                 s.log.append(f"[{time.strftime('%H:%M:%S')}] {message}")
                 del s.log[:-MAX_LOG_LINES]
         self.persist(force=False)
+
+    def log_line(self, line: str) -> None:
+        """One line of the job's process output, into the log (not the status message)."""
+        with self.lock:
+            self.status.log.append(line)
+            del self.status.log[:-MAX_LOG_LINES]
+        self.persist(force=False)
+
+    def process_started(self, pid: int) -> None:
+        """The job's work now runs in process `pid` (what a restarted app checks for liveness)."""
+        with self.lock:
+            self.status.pid = pid
+        self.persist()
+
+    def _fn(self) -> JobFn:
+        """The kind's function, or with nproc > 1 its CLI command under torchrun (when it has one)."""
+        if self.nproc <= 1:
+            return self.kind.fn
+        if self.kind.command is None:
+            self.report(0.0, f"'{self.kind.name}' jobs do not run distributed: --nproc {self.nproc} is ignored, "
+                             "running in the app's process")
+            return self.kind.fn
+        command_of, nproc = self.kind.command, self.nproc
+
+        def fn(run: Run, params: dict, report: Report, cancelled: ShouldStop) -> None:
+            self.report(0.0, f"starting {nproc} processes (torchrun)")
+            job_process.run_command(command_of(run, params), nproc, report, cancelled, self.log_line,
+                                    started=self.process_started, lock_fd=self.run_lock.fd, lock_path=run.path)
+        return fn
 
     def persist(self, force: bool = True) -> None:
         """Write job.json (throttled unless forced); writes are serialised so the last one is the newest."""
@@ -321,10 +377,10 @@ class _Job:
             self.status.state = "running"
         self.persist()
         try:
-            self.kind.fn(self.run, dict(self.status.params), self.report, self.cancel_event.is_set)
+            self._fn()(self.run, dict(self.status.params), self.report, self.cancel_event.is_set)
         except control.Cancelled:
             self._finish("cancelled", "cancelled")
-        except DDCSInputError as exc:  # the user's mistake: one line, no traceback
+        except (DDCSInputError, job_process.ProcessFailed) as exc:  # one line; a process's output is in the log
             self._finish("failed", f"failed: {exc}", str(exc))
         except Exception as exc:  # a bug: it must not take the app down; the traceback goes to the job's log too
             log.exception("job %s on %s failed", self.kind.name, self.run.path)
@@ -339,9 +395,13 @@ class _Job:
 
 
 class JobRunner:
-    """Starts, follows and cancels jobs; at most one active job per run folder."""
+    """Starts, follows and cancels jobs; at most one active job per run folder. With nproc > 1, kinds
+    that have a CLI command run it under torchrun with nproc processes (the app's --nproc)."""
 
-    def __init__(self) -> None:
+    def __init__(self, nproc: int = 1) -> None:
+        if int(nproc) != nproc or nproc < 1:
+            raise DDCSInputError(f"--nproc must be a whole number >= 1, got {nproc!r}")
+        self.nproc = int(nproc)
         self._jobs: dict[str, _Job] = {}
         self._lock = threading.Lock()
 
@@ -361,7 +421,7 @@ class JobRunner:
                                      f"{current.state}; wait for it to finish or cancel it first")
             run_lock = RunLock(run).acquire()  # a job of another process (the CLI) may hold it
             try:
-                job = _Job(run, spec, values, run_lock)
+                job = _Job(run, spec, values, run_lock, self.nproc)
                 job.persist()
                 job.thread.start()
             except BaseException:
@@ -462,6 +522,25 @@ def _evaluate_job(run: Run, params: dict, report: Report, cancelled: ShouldStop)
     report(1.0, "map: up to date")
 
 
+def _evaluate_command(run: Run, params: dict) -> job_process.Command:
+    """The evaluate job as `python -m ddcs_core evaluate` on the run's files, written into the pool's
+    folder as the job writes it; the map (not shared over processes) is then brought up to date here."""
+    from ddcs_core.embedding_map import ensure_map
+
+    pool_dir = run.pool_dir(params["pool"])
+    args = ["evaluate", "--targets", str(run.path / "targets.npz"), "--recon", str(pool_dir / "recon.npz"),
+            "--out", str(pool_dir), "--profile", params["profile"], "--device", params["device"], "--quiet"]
+    if params["class_agnostic"]:
+        args.append("--class-agnostic")
+
+    def then(report: Report, cancelled: ShouldStop) -> None:
+        ensure_map(run, device=params["device"], cancelled=cancelled, report=lambda f, m: report(f, f"map: {m}"))
+        report(1.0, "map: up to date")
+
+    return job_process.Command(tuple(args), then if params["update_map"] else None,
+                               share=0.7 if params["update_map"] else 1.0)
+
+
 def _map_job(run: Run, params: dict, report: Report, cancelled: ShouldStop) -> None:
     """(Re)compute the Map coordinates of every pool."""
     from ddcs_core.embedding_map import compute_map, ensure_map
@@ -502,7 +581,8 @@ register_job("evaluate", _evaluate_job, [
           help="assign each reconstruction over all targets instead of its own class"),
     Param("update_map", "Update the map afterwards", "bool", default=True,
           help="recompute the Map's UMAP with this pool (the slow part on large runs)"),
-], "Evaluate a pool against the run's targets (DDCS and the standard metrics), then update the map.")
+], "Evaluate a pool against the run's targets (DDCS and the standard metrics), then update the map.",
+   command=_evaluate_command)
 
 register_job("map", _map_job, [
     Param("method", "Projection", "choice", default="umap", choices=("umap", "pca"),

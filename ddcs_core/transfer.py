@@ -80,6 +80,7 @@ from ddcs_core.models.train_gan import (
     gan_step,
     load_gan_state,
     make_optimizers,
+    mbstd_group,
     real_batch,
     save_grid,
 )
@@ -440,7 +441,7 @@ class TransferLoop:
         if c.mode == "ngd" and embed_fn is None:
             embed_fn = default_embed_fn(device, c.lpips_net)
         ctx = distributed.context()
-        self.share = BatchShare.for_rank(c.batch_size, self.D.mbstd_group, ctx.rank, ctx.world_size, device) \
+        self.share = BatchShare.for_rank(c.batch_size, mbstd_group(self.D, c.batch_size), ctx.rank, ctx.world_size, device) \
             if ctx.active else None
         self.adv = AdversarialTerm(c, victim, embed_fn, self.gen, self.share) if c.mode != "vanilla" else None
         self.log: dict[str, list[float]] = {"loss_g": [], "loss_d": [], "r1": [], "adv": [],

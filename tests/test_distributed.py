@@ -15,8 +15,9 @@ from ddcs_core import distributed
 from ddcs_core.errors import DDCSInputError
 from ddcs_core.models.gan_losses import diff_augment
 from ddcs_core.models.stylegan2 import minibatch_stddev
-from ddcs_core.models.train_gan import BatchShare
+from ddcs_core.models.train_gan import BatchShare, mbstd_group
 from tests.dist_worker import tiny_pool, tiny_transfer
+from tests.tiny_world import tiny_gan
 from tests.test_evaluate import world  # noqa: F401  (the tiny image world fixture)
 
 REPO = Path(__file__).resolve().parents[1]
@@ -136,6 +137,25 @@ def test_batch_share_takes_whole_stddev_groups_and_the_whole_batch_draws():
         torch.testing.assert_close(mine, s.take(augmented))
     with pytest.raises(DDCSInputError, match="batch_size 4 does not split over 2 processes"):
         BatchShare.for_rank(4, 4, 0, 2)
+
+
+def test_batch_share_of_an_imported_stylegan2_ada_pair():
+    """An imported (StyleGAN2-ADA) G draws its noise as the whole batch would, and its D's group is known."""
+    from tests.test_custom_world import tiny_sg2ada
+
+    G, D = tiny_sg2ada(0)
+    assert mbstd_group(D, 8) == 4 and mbstd_group(tiny_gan()[1], 8) == 4
+    D.b4.mbstd.group_size = None  # the original's "whole batch"
+    assert mbstd_group(D, 8) == 8
+    for name, p in G.named_parameters():
+        if name.endswith("noise_strength"):
+            p.data.fill_(0.5)  # zero at initialisation: make the noise count
+    share = BatchShare.for_rank(8, 4, 1, 2)
+    ws = G.mapping(torch.randn(8, G.z_dim, generator=torch.Generator().manual_seed(0)))
+    torch.manual_seed(5)
+    whole = G.synthesis(ws)
+    torch.manual_seed(5)
+    torch.testing.assert_close(share.synthesis(G, ws), share.take(whole))
 
 
 def _weights(out: Path, mode: str) -> dict[str, torch.Tensor]:

@@ -43,12 +43,15 @@ def noise_share(batch: int, rows: torch.Tensor) -> Iterator[None]:
         _NOISE_SHARE.reset(token)
 
 
-def _random_noise(x: torch.Tensor) -> torch.Tensor:
+def random_noise(n: int, height: int, width: int, device: torch.device, dtype: torch.dtype = torch.float32
+                 ) -> torch.Tensor:
+    """(n, 1, height, width) standard normal noise inputs; within `noise_share`, these images' rows of the
+    whole batch's draw (used by this generator and the StyleGAN2-ADA one)."""
     share = _NOISE_SHARE.get()
     if share is None:
-        return torch.randn(x.shape[0], 1, *x.shape[2:], device=x.device, dtype=x.dtype)
+        return torch.randn(n, 1, height, width, device=device, dtype=dtype)
     batch, rows = share
-    return torch.randn(batch, 1, *x.shape[2:], device=x.device, dtype=x.dtype)[rows.to(x.device)]
+    return torch.randn(batch, 1, height, width, device=device, dtype=dtype)[rows.to(device)]
 
 
 def _lrelu(x: torch.Tensor) -> torch.Tensor:
@@ -167,7 +170,7 @@ class StyledConv(nn.Module):
     def forward(self, x: torch.Tensor, w: torch.Tensor, noise_mode: str) -> torch.Tensor:
         x = self.conv(x, w)
         if noise_mode == "random":
-            x = x + _random_noise(x) * self.noise_strength
+            x = x + random_noise(x.shape[0], *x.shape[2:], x.device, x.dtype) * self.noise_strength
         elif noise_mode == "const":
             x = x + self.noise_const * self.noise_strength
         return _lrelu(x + self.bias[:, None, None])

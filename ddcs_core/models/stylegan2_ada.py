@@ -32,6 +32,7 @@ from ddcs_core.choices import NOISE_MODES
 from ddcs_core.errors import DDCSInputError
 from ddcs_core.models import sg2ada_ops as ops
 from ddcs_core.models.checkpoints import register
+from ddcs_core.models.stylegan2 import random_noise
 
 ARCHITECTURES = ("orig", "skip", "resnet")
 _DEFAULT_FILTER = (1, 3, 3, 1)
@@ -195,7 +196,7 @@ class SynthesisLayer(nn.Module):
         styles = self.affine(w)
         noise = None
         if self.use_noise and noise_mode == "random":
-            noise = torch.randn(x.shape[0], 1, self.resolution, self.resolution, device=x.device) * self.noise_strength
+            noise = random_noise(x.shape[0], self.resolution, self.resolution, x.device) * self.noise_strength
         elif self.use_noise and noise_mode == "const":
             noise = self.noise_const * self.noise_strength
         x = ops.modulated_conv2d(x, self.weight, styles, noise=noise, up=self.up, padding=self.padding,

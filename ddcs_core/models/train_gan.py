@@ -97,6 +97,19 @@ def save_grid(path: Path, images: torch.Tensor, cols: int) -> None:
     atomic.write_bytes(path, buf.getvalue())
 
 
+def mbstd_group(D: torch.nn.Module, batch: int) -> int:
+    """The minibatch-stddev group size of D (ours, or an imported StyleGAN2-ADA one; group None there
+    means the whole batch); 1 when D has no such layer."""
+    if hasattr(D, "mbstd_group"):
+        return int(D.mbstd_group)
+    epilogue = getattr(D, "b4", None)
+    if epilogue is None or not hasattr(epilogue, "mbstd"):
+        raise DDCSInputError(f"cannot tell the minibatch-stddev group of a {type(D).__name__} discriminator; "
+                             "run its transfer in one process")
+    layer = epilogue.mbstd
+    return 1 if layer is None else batch if layer.group_size is None else int(layer.group_size)
+
+
 @dataclass(frozen=True)
 class BatchShare:
     """One rank's share of a global batch under torchrun (DDP over G and D).

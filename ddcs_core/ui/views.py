@@ -43,12 +43,14 @@ class Explorer:
     """Everything the app shows, computed from one run store."""
 
     def __init__(self, runs_dir: str | Path, device: str = "auto", runner: JobRunner | None = None,
-                 data_roots: list[str | Path] | None = None, upload_limits: UploadLimits = UploadLimits()) -> None:
+                 data_roots: list[str | Path] | None = None, upload_limits: UploadLimits = UploadLimits(),
+                 nproc: int = 1) -> None:
+        """`nproc` > 1: jobs that share their work run as torchrun subprocesses of that many processes."""
         self.store = RunStore(runs_dir)
         self.roots = DataRoots.for_store(self.store.root, data_roots)
         self.upload_limits = upload_limits
         self.cache = RunCache(self.store)
-        self.runner = runner or JobRunner()
+        self.runner = runner or JobRunner(nproc)
         self.device = device
         self.shipped_demo: Path | None = shipped_run.SHIPPED_RUN  # None: the demo run is always attacked live
         self._reference: dict[str, float] | None = None
