@@ -352,6 +352,7 @@ def _add_sweep(sub) -> None:
 def _run_sweep(args) -> int:
     from dataclasses import replace
 
+    from ddcs_core import distributed
     from ddcs_core.runs import check_name
     from ddcs_core.sweep import load_sweep, run_sweep, write_outputs
 
@@ -361,9 +362,12 @@ def _run_sweep(args) -> int:
         sweep = replace(sweep, name=check_name(args.name, "sweep"))
     folder = Path(args.runs) / sweep.name
     if args.report_only:
-        write_outputs(folder, args.runs)
+        if distributed.is_main():
+            write_outputs(folder, args.runs)
     else:
         run_sweep(sweep, args.runs, args.device, progress=not args.quiet)
+    if not distributed.is_main():  # under torchrun rank 0 wrote the table
+        return 0
     print((folder / "table.md").read_text())
     print(f"sweep {folder} written in {time.perf_counter() - t:.1f} s this session "
           f"(table.csv, table.md, tradeoff.png, tradeoff.html)")
@@ -450,7 +454,7 @@ COMMANDS = {
     "victim": (_add_victim, _run_victim),
     "generator": (add_generator, run_generator),
 }
-DISTRIBUTED_COMMANDS = ("run", "evaluate")  # the ones that share their work over torchrun's ranks
+DISTRIBUTED_COMMANDS = ("run", "evaluate", "sweep")  # the ones that share their work over torchrun's ranks
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -27,6 +27,8 @@ redoes nothing a finished step wrote; a rerun with more seeds or λs adds points
 
 from __future__ import annotations
 
+from contextlib import nullcontext
+
 import copy
 import csv
 import io
@@ -39,7 +41,8 @@ from pathlib import Path
 import yaml
 
 from ddcs_core import atomic
-from ddcs_core.config import ExperimentConfig, apply_override, parse_experiment, preset_replaces_file
+from ddcs_core.config import (ExperimentConfig, apply_override, parse_experiment, preset_replaces_file,
+                              resolve_world_paths)
 from ddcs_core.control import Log
 from ddcs_core.errors import DDCSInputError
 from ddcs_core.pool_names import PRETRAINED, VANILLA_POOL, pool_name
@@ -180,14 +183,18 @@ def parse_sweep(raw: dict, source: str, folder: Path, overrides: list[str] | Non
         if not path.is_file():
             raise DDCSInputError(f"{source}: base config {path} not found")
         base = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        world_folder = path.resolve().parent  # a custom world's files are named relative to the base config
     else:
         base = copy.deepcopy(raw["experiment"])
+        world_folder = folder.resolve()
     if not isinstance(base, dict):
         raise DDCSInputError(f"{source}: the base experiment must be a mapping of sections")
     for key, value in _overrides(raw.get("set"), source):
         _set(base, key, value, f"{source}: set")
     for item in overrides or []:
         apply_override(base, item)
+    if isinstance(base.get("world"), dict):  # after the overrides, as load_config does
+        base["world"] = resolve_world_paths(base["world"], world_folder)
     lams = _numbers(raw.get("lams", [0.03]), f"{source}: lams", float)
     seeds = _numbers(raw.get("seeds", [0]), f"{source}: seeds", int)
     methods_raw = raw.get("methods")
@@ -238,7 +245,11 @@ def load_sweep(path: str | Path, overrides: list[str] | None = None) -> Sweep:
 
 def run_sweep(sweep: Sweep, runs_dir: str | Path, device: str = "auto", progress: bool = False,
               log: Log = print) -> Path:
-    """Every point not yet done (the reference first), then the table and plots; the sweep folder."""
+    """Every point not yet done (the reference first), then the table and plots; the sweep folder.
+
+    Under torchrun every rank goes through the points in the same order and shares each point's work
+    (as `run` does); rank 0 alone writes the sweep's files, links the targets and holds the job lock."""
+    from ddcs_core import distributed
     from ddcs_core.experiment import open_experiment
     from ddcs_core.jobs import exclusive_job
     from ddcs_core.perceptual import resolve_device
@@ -247,7 +258,9 @@ def run_sweep(sweep: Sweep, runs_dir: str | Path, device: str = "auto", progress
     folder = Path(runs_dir) / sweep.name
     if (folder / "config.json").is_file():
         raise DDCSInputError(f"{folder} is a run, not a sweep: pick another sweep name")
-    atomic.write_json(folder / SWEEP_FILE, sweep.to_dict())
+    main = distributed.is_main()
+    if main:
+        atomic.write_json(folder / SWEEP_FILE, sweep.to_dict())
     reference = sweep.reference_config()
     world = load_world(reference.world, resolve_device(device), progress)
     quiet = lambda m: None  # noqa: E731 - the sweep logs per point
@@ -256,14 +269,19 @@ def run_sweep(sweep: Sweep, runs_dir: str | Path, device: str = "auto", progress
     jobs += [(p.config, p.run, sweep.point_steps(p), f"point {i + 1}/{len(points)}") for i, p in enumerate(points)]
     shared = Path(runs_dir) / sweep.reference_run / "targets.npz"
     for config, run, steps, label in jobs:
-        _link_targets(shared, Path(runs_dir) / run)
+        if main:
+            _link_targets(shared, Path(runs_dir) / run)
         exp = open_experiment(config, world, runs_dir, run, device, progress, quiet)
         todo = [s for s in steps if not exp.graph.ledger.done(s)]
-        log(f"[sweep] {label} {run}: " + (f"running {', '.join(todo)}" if todo else "done before"))
-        with exclusive_job(exp.run, "sweep (CLI)", {"sweep": sweep.name, "steps": ",".join(steps), "device": device}):
+        if main:
+            log(f"[sweep] {label} {run}: " + (f"running {', '.join(todo)}" if todo else "done before"))
+        params = {"sweep": sweep.name, "steps": ",".join(steps), "device": device}
+        with exclusive_job(exp.run, "sweep (CLI)", params) if main else nullcontext():
             exp.run_all(only=steps)  # under the app's job lock: never two jobs on one run
-    write_outputs(folder, runs_dir)
-    log(f"[sweep] {folder}: table.csv, table.md, tradeoff.png, tradeoff.html")
+        distributed.barrier()  # every rank sees this point's ledger before the next point is opened
+    if main:
+        write_outputs(folder, runs_dir)
+        log(f"[sweep] {folder}: table.csv, table.md, tradeoff.png, tradeoff.html")
     return folder
 
 

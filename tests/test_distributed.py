@@ -10,14 +10,17 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+import yaml
 
 from ddcs_core import distributed
 from ddcs_core.errors import DDCSInputError
 from ddcs_core.models.gan_losses import diff_augment
 from ddcs_core.models.stylegan2 import minibatch_stddev
 from ddcs_core.models.train_gan import BatchShare, mbstd_group
+from ddcs_core.sweep import sweep_results
 from tests.dist_worker import tiny_pool, tiny_transfer
 from tests.tiny_world import tiny_gan
+from tests.test_custom_world import world_dir  # noqa: F401  (a custom world's files, loadable by a subprocess)
 from tests.test_evaluate import world  # noqa: F401  (the tiny image world fixture)
 
 REPO = Path(__file__).resolve().parents[1]
@@ -196,3 +199,27 @@ def test_killed_transfer_resumes_with_another_number_of_processes(tmp_path, one_
     tiny_transfer("entropy", "reference", str(out))  # resume in this one process
     tiny_transfer("entropy", "reference", str(tmp_path / "one"))
     assert_same_transfer(tmp_path / "one", out, "entropy")
+
+
+def test_two_process_sweep_matches_one_process(world_dir, tmp_path):  # noqa: F811
+    """`torchrun -m ddcs_core sweep`: every rank shares each point's transfer; rank 0 writes the table."""
+    spec = {"name": "ds", "base": "byo.yaml", "set": {"transfer.batch_size": 8},  # 2 ranks x 1 stddev group of 4
+            "methods": [{"name": "entropy", "mode": "entropy"}], "lams": [0.1], "seeds": [0],
+            "bootstrap": {"resamples": 100, "seed": 0}}
+    path = world_dir / "ds.yaml"  # beside the world's files: the base and its relative paths resolve there
+    path.write_text(yaml.safe_dump(spec))
+    args = ["sweep", "--config", str(path), "--device", "cpu", "--quiet"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
+    plain = subprocess.run([sys.executable, "-m", "ddcs_core", *args, "--runs", str(tmp_path / "one")], cwd=REPO,
+                           env=env, capture_output=True, text=True, timeout=240)
+    assert plain.returncode == 0, plain.stderr[-3000:]
+    shared = torchrun("-m", "ddcs_core", *args, "--runs", str(tmp_path / "two"), timeout=240)
+    assert shared.returncode == 0, shared.stderr[-3000:]
+    assert shared.stdout.count("| entropy | 0.1 | 0 |") == 1  # one table, printed by rank 0
+    one, two = (sweep_results(tmp_path / r / "ds") for r in ("one", "two"))
+    assert len(one["points"]) == len(two["points"]) == 1
+    for key in ("gen_fid", "victim_confidence", "victim_entropy"):
+        assert two["points"][0][key] == pytest.approx(one["points"][0][key], rel=1e-4)
+    summary = json.loads((tmp_path / "two" / "ds.entropy.lam0.1.s0" / "transfer" / "entropy" / "summary.json").read_text())
+    assert summary["distributed"]["world_size"] == 2
+    assert (tmp_path / "two" / "ds" / "tradeoff.png").is_file()
