@@ -40,6 +40,7 @@ import numpy as np
 
 from ddcs_core import atomic, control, job_process
 from ddcs_core.control import Report, ShouldStop
+from ddcs_core.choices import MAP_METHODS
 from ddcs_core.data.images import ImageSet
 from ddcs_core.errors import DDCSInputError
 from ddcs_core.runs import Run
@@ -585,7 +586,7 @@ register_job("evaluate", _evaluate_job, [
    command=_evaluate_command)
 
 register_job("map", _map_job, [
-    Param("method", "Projection", "choice", default="umap", choices=("umap", "pca"),
+    Param("method", "Projection", "choice", default="umap", choices=MAP_METHODS,
           help="umap: the Map proper; pca: first two principal components, a quick look"),
     Param("device", "Device", "choice", default="auto", choices=devices),
     Param("force", "Recompute even if current", "bool", default=False),
