@@ -468,6 +468,10 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s: %(message)s")
+    if os.environ.get("DDCS_DETERMINISTIC") == "1":  # oneDNN's convolutions may sum by memory layout
+        import torch
+
+        torch.backends.mkldnn.enabled = False  # so that a run is bit-identical to another on this machine
     from ddcs_core import distributed
 
     try:

@@ -54,7 +54,9 @@ def follow(runner: JobRunner, run, timeout: float = 120) -> tuple[jobs.JobStatus
     raise AssertionError(f"job still {runner.status(run).state} after {timeout} s")
 
 
-def test_two_process_invert_job_equals_in_process_job_even_cancelled_and_restarted(config, tmp_path, one_thread):
+def test_two_process_invert_job_equals_in_process_job_even_cancelled_and_restarted(config, tmp_path, monkeypatch,
+                                                                                   deterministic_cpu):
+    monkeypatch.setenv("DDCS_DETERMINISTIC", "1")  # the ranks' convolutions as this process's: bit for bit
     one = create_attack_run(tmp_path / "one", "np", base_config=config, device="cpu")
     two = create_attack_run(tmp_path / "two", "np", base_config=config, device="cpu")
     params = {"generator": "pretrained", **CPU}
