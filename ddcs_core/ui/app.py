@@ -15,7 +15,7 @@ os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")  # no calls home, als
 
 import gradio as gr  # noqa: E402
 
-from ddcs_core.jobs import load_job_modules  # noqa: E402
+from ddcs_core.jobs import job_kinds, load_job_modules  # noqa: E402
 from ddcs_core.runs import Run  # noqa: E402
 from ddcs_core.ui import render, rows  # noqa: E402
 from ddcs_core.ui.session import Session, Status  # noqa: E402
@@ -92,7 +92,7 @@ def _wire_shared(demo: gr.Blocks, ex: Explorer, shell: Shell, tabs: gr.Tabs, v: 
                 v.targets.class_dd: gr.Dropdown(choices=ex.class_choices(s.run) if s.run else [rows.ALL_CLASSES],
                                                 value=s.label),
                 v.targets.status_rd: s.status, v.detail.target_st: s.target, **v.targets.part(s), **part_tab(s),
-                **({} if keep_pool else {v.run.kind_dd: gr.Dropdown(value=ex.default_job(s.run))})}
+                **({} if keep_pool else {v.run.kind_dd: gr.Dropdown(choices=sorted(job_kinds()), value=ex.default_job(s.run))})}
 
     def listed(s: Session, keep_pool: bool) -> dict:
         """The run list read again, the session's run kept if it is still there."""
@@ -122,7 +122,8 @@ def _wire_shared(demo: gr.Blocks, ex: Explorer, shell: Shell, tabs: gr.Tabs, v: 
     @user_errors
     def on_pool(*vals):
         s = replace(Session.from_values(vals), label=rows.ALL_CLASSES, status="All", page=0)
-        return {v.targets.class_dd: gr.Dropdown(value=rows.ALL_CLASSES), v.targets.status_rd: "All",
+        classes = ex.class_choices(s.run) if s.run else [rows.ALL_CLASSES]
+        return {v.targets.class_dd: gr.Dropdown(choices=classes, value=rows.ALL_CLASSES), v.targets.status_rd: "All",
                 **v.targets.part(s), **part_tab(s)}
 
     @user_errors(box=v.detail.detail)
