@@ -320,13 +320,7 @@ def _run_run(args) -> int:
     config = load_config(args.config, args.overrides)
     target = RunStore(args.runs).run(args.name or config.name)
     params = {"config": args.config, "only": args.only or "", "overrides": list(args.overrides), "device": args.device}
-    from contextlib import nullcontext
-
-    from ddcs_core import distributed
-
-    # the same lock as the app's jobs: never two on one run (under torchrun rank 0 holds it for all ranks)
-    lock = exclusive_job(target, "run (CLI)", params) if distributed.is_main() else nullcontext()
-    with lock:
+    with exclusive_job(target, "run (CLI)", params):  # the app's job lock: never two jobs on one run
         run = run_experiment(config, args.runs, args.name, args.device, progress=not args.quiet, only=only,
                              report=progress_report())
     print(to_text(reproduction_table(run)))

@@ -39,8 +39,8 @@ from typing import Any
 import numpy as np
 
 from ddcs_core import atomic, control, job_process
-from ddcs_core.control import Report, ShouldStop
 from ddcs_core.choices import MAP_METHODS
+from ddcs_core.control import Report, ShouldStop
 from ddcs_core.data.images import ImageSet
 from ddcs_core.errors import DDCSInputError
 from ddcs_core.runs import Run
@@ -264,8 +264,11 @@ def _busy_message(run: Run) -> str:
 def exclusive_job(run: Run, kind: str, params: dict) -> Iterator[None]:
     """Hold the run's job lock for work started outside the app (the CLI's `run`), and record it in
     job.json so the app shows it running and refuses to start another job beside it. Started by an
-    app job that holds the lock already (job_process: the app's --nproc), it does neither."""
-    if job_process.parent_holds_lock(run.path, RunLock(run).taken):
+    app job that holds the lock already (job_process: the app's --nproc), it does neither; under torchrun,
+    rank 0 alone holds it for all ranks."""
+    from ddcs_core import distributed
+
+    if not distributed.is_main() or job_process.parent_holds_lock(run.path, RunLock(run).taken):
         yield
         return
     with RunLock(run):

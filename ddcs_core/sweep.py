@@ -27,8 +27,6 @@ redoes nothing a finished step wrote; a rerun with more seeds or λs adds points
 
 from __future__ import annotations
 
-from contextlib import nullcontext
-
 import copy
 import csv
 import io
@@ -248,7 +246,8 @@ def run_sweep(sweep: Sweep, runs_dir: str | Path, device: str = "auto", progress
     """Every point not yet done (the reference first), then the table and plots; the sweep folder.
 
     Under torchrun every rank goes through the points in the same order and shares each point's work
-    (as `run` does); rank 0 alone writes the sweep's files, links the targets and holds the job lock."""
+    (as `run` does; opening a point synchronises the ranks); rank 0 alone writes the sweep's files,
+    links the targets, logs and holds the job lock."""
     from ddcs_core import distributed
     from ddcs_core.experiment import open_experiment
     from ddcs_core.jobs import exclusive_job
@@ -261,6 +260,8 @@ def run_sweep(sweep: Sweep, runs_dir: str | Path, device: str = "auto", progress
     main = distributed.is_main()
     if main:
         atomic.write_json(folder / SWEEP_FILE, sweep.to_dict())
+    else:
+        log = lambda m: None  # noqa: E731 - rank 0 logs for all
     reference = sweep.reference_config()
     world = load_world(reference.world, resolve_device(device), progress)
     quiet = lambda m: None  # noqa: E731 - the sweep logs per point
@@ -273,12 +274,9 @@ def run_sweep(sweep: Sweep, runs_dir: str | Path, device: str = "auto", progress
             _link_targets(shared, Path(runs_dir) / run)
         exp = open_experiment(config, world, runs_dir, run, device, progress, quiet)
         todo = [s for s in steps if not exp.graph.ledger.done(s)]
-        if main:
-            log(f"[sweep] {label} {run}: " + (f"running {', '.join(todo)}" if todo else "done before"))
-        params = {"sweep": sweep.name, "steps": ",".join(steps), "device": device}
-        with exclusive_job(exp.run, "sweep (CLI)", params) if main else nullcontext():
+        log(f"[sweep] {label} {run}: " + (f"running {', '.join(todo)}" if todo else "done before"))
+        with exclusive_job(exp.run, "sweep (CLI)", {"sweep": sweep.name, "steps": ",".join(steps), "device": device}):
             exp.run_all(only=steps)  # under the app's job lock: never two jobs on one run
-        distributed.barrier()  # every rank sees this point's ledger before the next point is opened
     if main:
         write_outputs(folder, runs_dir)
         log(f"[sweep] {folder}: table.csv, table.md, tradeoff.png, tradeoff.html")
