@@ -150,7 +150,7 @@ def stop(proc: subprocess.Popen, grace: float = GRACE_S) -> None:
     for pid in [proc.pid, *workers]:
         _signal_group(pid, signal.SIGTERM)
     deadline = time.monotonic() + grace
-    while time.monotonic() < deadline and (proc.poll() is None or any(_alive(p) for p in workers)):
+    while time.monotonic() < deadline and (proc.poll() is None or any(alive(p) for p in workers)):
         time.sleep(0.1)
     for pid in [proc.pid, *workers]:
         _signal_group(pid, signal.SIGKILL)
@@ -166,10 +166,11 @@ def _children(pid: int) -> list[int]:
     return [int(p) for p in found.split()]
 
 
-def _alive(pid: int) -> bool:
+def alive(pid: int) -> bool:
+    """Whether `pid` runs (a zombie has exited)."""
     try:
         with open(f"/proc/{pid}/stat") as f:
-            return f.read().rsplit(")", 1)[1].split()[0] != "Z"  # a zombie has exited
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
     except (OSError, IndexError):
         return False
 

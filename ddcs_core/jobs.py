@@ -491,7 +491,6 @@ def _pools(run: Run | None) -> list[str]:
 
 def _evaluate_job(run: Run, params: dict, report: Report, cancelled: ShouldStop) -> None:
     """Evaluate one pool against the run's targets, store it, then bring the map up to date."""
-    from ddcs_core.embedding_map import ensure_map
     from ddcs_core.evaluate import EvalConfig, evaluate_sets
 
     pool = params["pool"]
@@ -520,17 +519,21 @@ def _evaluate_job(run: Run, params: dict, report: Report, cancelled: ShouldStop)
     report(0.7, f"stored: DDCS {r['ddcs']:.4g}, matched {r['matched']}/{r['counts']['targets']}, "
                 f"coverage {_fmt(r['prdc'].get('coverage'))}")
     control.stop_point(cancelled, "the map")
-    if not params["update_map"]:
-        return
-    ensure_map(run, device=params["device"], cancelled=cancelled, report=lambda f, m: report(0.7 + 0.3 * f, f"map: {m}"))
+    if params["update_map"]:
+        _update_map(run, params["device"], lambda f, m: report(0.7 + 0.3 * f, m), cancelled)
+
+
+def _update_map(run: Run, device: str, report: Report, cancelled: ShouldStop) -> None:
+    """After an evaluation: the map brought up to date with the new pool (`report` from 0 to 1)."""
+    from ddcs_core.embedding_map import ensure_map
+
+    ensure_map(run, device=device, cancelled=cancelled, report=lambda f, m: report(f, f"map: {m}"))
     report(1.0, "map: up to date")
 
 
 def _evaluate_command(run: Run, params: dict) -> job_process.Command:
     """The evaluate job as `python -m ddcs_core evaluate` on the run's files, written into the pool's
     folder as the job writes it; the map (not shared over processes) is then brought up to date here."""
-    from ddcs_core.embedding_map import ensure_map
-
     pool_dir = run.pool_dir(params["pool"])
     args = ["evaluate", "--targets", str(run.path / "targets.npz"), "--recon", str(pool_dir / "recon.npz"),
             "--out", str(pool_dir), "--profile", params["profile"], "--device", params["device"], "--quiet"]
@@ -538,8 +541,7 @@ def _evaluate_command(run: Run, params: dict) -> job_process.Command:
         args.append("--class-agnostic")
 
     def then(report: Report, cancelled: ShouldStop) -> None:
-        ensure_map(run, device=params["device"], cancelled=cancelled, report=lambda f, m: report(f, f"map: {m}"))
-        report(1.0, "map: up to date")
+        _update_map(run, params["device"], report, cancelled)
 
     return job_process.Command(tuple(args), then if params["update_map"] else None,
                                share=0.7 if params["update_map"] else 1.0)

@@ -13,7 +13,7 @@ import yaml
 
 from ddcs_core import jobs
 from ddcs_core.experiment import create_attack_run, steps_record
-from ddcs_core.job_process import Command, ProcessFailed, last_error, run_command
+from ddcs_core.job_process import Command, ProcessFailed, alive, last_error, run_command
 from ddcs_core.jobs import JobRunner, RunLock, read_status, register_job
 from ddcs_core.runs import RunStore
 from ddcs_core.ui.sample_run import build_sample_run
@@ -76,7 +76,7 @@ def test_two_process_invert_job_equals_in_process_job_even_cancelled_and_restart
     assert runner.cancel(two)
     status = runner.wait(two, 60)
     assert status.state == "cancelled", status.log[-20:]
-    assert not _alive(pid) and not RunLock(two).taken()  # the processes are gone, the run unlocked
+    assert not alive(pid) and not RunLock(two).taken()  # the processes are gone, the run unlocked
     assert not steps_record(two).get("invert-pretrained")
     finished = {p: p.stat().st_mtime_ns for p in scratch.glob("class-*/final.pt")}
 
@@ -114,14 +114,6 @@ def test_two_process_evaluate_job_equals_in_process_job(tmp_path, one_thread):
     np.testing.assert_allclose(eb.arrays["d_tar"], ea.arrays["d_tar"], rtol=1e-5)
     assert eb.report["ddcs"] == pytest.approx(ea.report["ddcs"], rel=1e-5)
     assert runs[1].map() is not None
-
-
-def _alive(pid: int) -> bool:
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except OSError:
-        return False
 
 
 def test_kinds_without_a_command_run_in_process_and_say_so(config, tmp_path):
