@@ -355,13 +355,12 @@ def _run_sweep(args) -> int:
     if args.name:
         sweep = replace(sweep, name=check_name(args.name, "sweep"))
     folder = Path(args.runs) / sweep.name
-    if args.report_only:
-        if distributed.is_main():
-            write_outputs(folder, args.runs)
-    else:
+    if not args.report_only:
         run_sweep(sweep, args.runs, args.device, progress=not args.quiet)
-    if not distributed.is_main():  # under torchrun rank 0 wrote the table
+    if not distributed.is_main():  # under torchrun rank 0 writes and prints the table
         return 0
+    if args.report_only:
+        write_outputs(folder, args.runs)
     print((folder / "table.md").read_text())
     print(f"sweep {folder} written in {time.perf_counter() - t:.1f} s this session "
           f"(table.csv, table.md, tradeoff.png, tradeoff.html)")
